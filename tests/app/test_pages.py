@@ -1,0 +1,184 @@
+"""AppTest drives every page the way a person would: pick examples, upload files, switch pages."""
+
+from __future__ import annotations
+
+import io as _io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = str(ROOT / "app.py")
+TIMEOUT = 120
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _npy_bytes(a) -> bytes:
+    buf = _io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _charts(at):
+    return at.get("plotly_chart")
+
+
+def _errors(at):
+    return [e.value for e in at.error]
+
+
+def test_first_page_shows_builtin_example_without_upload():
+    at = _app()
+    ds = at.session_state["dataset"]
+    assert ds is not None and ds.kind == "image" and ds.ground_truth is not None
+    assert "HRTEM" in ds.name
+    assert len(_charts(at)) >= 2  # data and ground truth heatmaps
+    assert any(m.label == "Kind" and m.value == "image" for m in at.metric)
+
+
+@pytest.mark.parametrize("name,kind", [("eds", "cube"), ("movie", "stack")])
+def test_choose_other_examples(name, kind):
+    at = _app()
+    at.selectbox(key="example_name").set_value(name).run()
+    assert not at.exception, [e.value for e in at.exception]
+    ds = at.session_state["dataset"]
+    assert ds.kind == kind
+    if kind == "cube":
+        assert ds.haadf is not None
+        assert len(_charts(at)) == 4  # spectrum, data map, ground-truth map, HAADF
+        slider = next(s for s in at.slider if s.key.startswith("energy_"))
+        slider.set_value(6.4).run()  # Fe Kα
+        assert not at.exception
+        assert "6.400 keV" in str(_charts(at)[1].proto.spec)
+        assert not at.exception
+        at.toggle(key="spectrum_log").set_value(False).run()
+        assert not at.exception
+    else:
+        at.slider(key="frame").set_value(3).run()
+        assert not at.exception
+        assert "Frame 3" in str(_charts(at)[0].proto.spec)
+
+
+def test_dose_slider_changes_example():
+    at = _app()
+    before = at.session_state["dataset"]
+    dose_slider = at.select_slider(key="dose_hrem")
+    dose_slider.set_value(dose_slider.options[-1]).run()
+    after = at.session_state["dataset"]
+    assert after is not before
+    assert after.data.std() < before.data.std()  # more dose, less noise
+
+
+def test_upload_good_then_bad_keeps_earlier_dataset():
+    at = _app()
+    at.radio(key="data_source").set_value("Upload a file").run()
+    img = np.random.default_rng(0).poisson(3.0, size=(64, 80)).astype(np.uint16)
+    at.file_uploader(key="upload_files").set_value(("scan.npy", _npy_bytes(img), "application/octet-stream")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    ds = at.session_state["dataset"]
+    assert ds.kind == "image" and ds.data.shape == (64, 80) and ds.name == "scan.npy"
+
+    at.file_uploader(key="upload_files").set_value(("broken.npy", b"\x93NUMPY garbage", "application/octet-stream")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    errs = _errors(at)
+    assert errs and "broken.npy" in errs[0]
+    assert "Traceback" not in errs[0]
+    assert at.session_state["dataset"] is ds  # nothing already loaded is lost
+
+
+def test_upload_pickled_npy_is_refused():
+    at = _app()
+    at.radio(key="data_source").set_value("Upload a file").run()
+    buf = _io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    at.file_uploader(key="upload_files").set_value(("evil.npy", buf.getvalue(), "application/octet-stream")).run()
+    assert not at.exception
+    assert _errors(at) and "evil.npy" in _errors(at)[0]
+
+
+def test_upload_cube_with_wrong_haadf_gives_sentence(shared_data):
+    at = _app()
+    at.radio(key="data_source").set_value("Upload a file").run()
+    cube = (shared_data / "eds" / "core_shell.hdf5").read_bytes()
+    at.file_uploader(key="upload_files").set_value(("core_shell.hdf5", cube, "application/octet-stream")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    ds = at.session_state["dataset"]
+    assert ds.kind == "cube" and ds.data.shape == (64, 64, 992)
+    haadf = np.ones((32, 32), np.float32)
+    at.file_uploader(key="upload_haadf").set_value(("haadf.npy", _npy_bytes(haadf), "application/octet-stream")).run()
+    assert not at.exception
+    errs = _errors(at)
+    assert errs and "HAADF" in errs[0] and "64×64" in errs[0]
+    assert at.session_state["dataset"] is ds
+
+
+def test_upload_multi_signal_file_offers_signal_choice(shared_data):
+    at = _app()
+    at.radio(key="data_source").set_value("Upload a file").run()
+    data = (shared_data / "eds" / "bruker_test_TEM.bcf").read_bytes()
+    at.file_uploader(key="upload_files").set_value(("bruker.bcf", data, "application/octet-stream")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    ds = at.session_state["dataset"]
+    assert ds.kind == "cube" and ds.haadf is not None
+    chooser = next(s for s in at.selectbox if s.label == "Signal in this file")
+    # pick the HAADF image as the data instead of the spectrum image
+    options = at.session_state["load_options"]["signals"]
+    haadf_idx = next(s["index"] for s in options if s["kind"] == "image")
+    chooser.set_value(haadf_idx).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["dataset"].kind == "image"
+
+
+def test_too_large_cube_offers_binning(shared_data, monkeypatch):
+    monkeypatch.setenv("EMCORE_MAX_BYTES", str(4 * 1024 * 1024))  # 4 MiB: core_shell needs 16 MiB
+    at = _app()
+    at.radio(key="data_source").set_value("Upload a file").run()
+    cube = (shared_data / "eds" / "core_shell.hdf5").read_bytes()
+    at.file_uploader(key="upload_files").set_value(("core_shell.hdf5", cube, "application/octet-stream")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("GiB" in w.value or "MiB" in w.value for w in at.warning)
+    # the suggested reduction is filled in and loads under the cap
+    assert at.number_input(key="bin_spatial").value * at.number_input(key="bin_energy").value > 1
+    ds = at.session_state["dataset"]
+    assert ds.kind == "cube" and ds.data.nbytes <= 4 * 1024 * 1024
+
+
+@pytest.mark.parametrize("page", ["pages/denoise.py", "pages/compare.py", "pages/learn.py", "pages/data.py"])
+def test_switch_pages_no_exception(page):
+    at = _app()
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+@pytest.mark.parametrize("page", ["pages/denoise.py", "pages/compare.py"])
+def test_pages_without_data_say_load_first(page):
+    at = _app()
+    at.session_state["dataset"] = None
+    at.switch_page(page).run()
+    assert not at.exception
+    assert any("Load data first" in i.value for i in at.info)
+
+
+def test_learn_dose_demo_psnr_rises_with_dose():
+    at = _app()
+    at.switch_page("pages/learn.py").run()
+    def title():
+        return str(_charts(at)[1].proto.spec)
+    low = at.select_slider(key="learn_dose")
+    low.set_value(low.options[0]).run()
+    t_low = title()
+    at.select_slider(key="learn_dose").set_value(at.select_slider(key="learn_dose").options[-1]).run()
+    t_high = title()
+    import re
+    p_low = float(re.search(r"PSNR (-?[\d.]+) dB", t_low).group(1))
+    p_high = float(re.search(r"PSNR (-?[\d.]+) dB", t_high).group(1))
+    assert p_high > p_low + 20

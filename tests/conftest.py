@@ -1,0 +1,35 @@
+"""Shared test fixtures.
+
+The real sample files live outside the repository (``../shared/data`` from the repo root,
+see its MANIFEST.md); they are not copied in because their licences differ. Tests that need
+them skip when the folder is absent — except on CI (``CI=true``), where a missing folder is a
+broken setup and must fail loudly rather than silently skip the format coverage.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def require_shared_data() -> Path:
+    """The shared data folder, or skip (fail on CI) when it is not there."""
+    if SHARED_DATA.is_dir():
+        return SHARED_DATA
+    reason = (
+        f"shared sample data not found at {SHARED_DATA} (expected ../shared/data next to the "
+        "repository); the real-file tests need it"
+    )
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason + " — on CI this folder must be provided.")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ``../shared/data`` (real EM sample files); skips, or fails on CI, if absent."""
+    return require_shared_data()

@@ -1,0 +1,101 @@
+"""Real-browser test: headless Debian Chromium, driven by Playwright, against the running app.
+
+No browser is downloaded: Playwright launches ``/usr/bin/chromium`` (installed by ``.ci/run``).
+The screenshot lands in ``artifacts/`` (git-ignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("Chromium is missing: .ci/run should have installed Debian's 'chromium'.")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium).")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+            if proc.poll() is not None:
+                pytest.fail("The app exited while starting: " + proc.stdout.read().decode(errors="replace")[-2000:])
+        else:
+            pytest.fail("The app did not answer on /_stcore/health within 90 s.")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        pg = browser.new_page(viewport={"width": 1400, "height": 2600})
+        yield pg
+        browser.close()
+
+
+def test_pick_example_and_preview(app_url, page):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(app_url, wait_until="domcontentloaded")
+    # The first page shows the default HRTEM example without any upload.
+    page.get_by_text("Simulated HRTEM", exact=False).first.wait_for(timeout=60_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+
+    # Pick the EDS + HAADF example from the selectbox.
+    page.get_by_test_id("stSelectbox").first.click()
+    page.get_by_role("option", name="EDS", exact=False).first.click()
+    page.get_by_text("Energy axis", exact=False).first.wait_for(timeout=90_000)
+    page.get_by_text("HAADF", exact=True).first.wait_for(timeout=60_000)
+    # spectrum + data map + ground truth map + HAADF
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 4", timeout=60_000)
+    page.wait_for_timeout(1000)  # let Plotly finish drawing before the picture
+    assert page.get_by_test_id("stException").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "data_page_eds.png"), full_page=True)
+    assert (ARTIFACTS / "data_page_eds.png").stat().st_size > 10_000
