@@ -48,8 +48,6 @@ class Poisson:
         return np.clip(np.asarray(signal, dtype=np.float64), 0, None) / self.dose
 
     def describe(self) -> str:
-        if self.dose == 1.0:
-            return "Poisson (shot) noise on raw counts"
         return f"Poisson (shot) noise at {self.dose:g} e⁻/pixel"
 
     def to_dict(self) -> dict:

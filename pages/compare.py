@@ -1,14 +1,270 @@
-"""Compare page: results side by side with the input and the ground truth."""
+"""Compare page: results side by side with the input and the ground truth, profiles,
+spectral slices, metrics with and without a ground truth, and export."""
 
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
 import streamlit as st
 
+from emcore import EmcoreError, evaluate, spectral
+from emcore.display import energy_window_map, summed_spectrum
+from emcore.metrics import EXPLANATIONS
+from emcore.profiles import line_profile
 from pages import ui
 
 ui.sidebar_status()
-
 st.title("Compare")
 ds = ui.require_dataset("to compare results")
+cal = ds.calibration
+runs = ui.results_for_current()
+st.caption(f"**{ds.name}** — {ds.kind}, {'×'.join(map(str, ds.data.shape))}")
+other = len(ui.results()) - len(runs)
+if other:
+    st.caption(f"{other} earlier result(s) belong to another dataset and are not shown; reload that dataset to see them.")
+if not runs:
+    st.info("There are no results for this dataset yet: run a method on the Denoise page first.")
+    st.page_link("pages/denoise.py", label="Go to the Denoise page", icon=":material/auto_fix_high:")
+    st.stop()
 
-st.write(f"**{ds.name}** is loaded ({ds.kind}, {' × '.join(map(str, ds.data.shape))}).")
-st.info("There are no results to compare yet: run a method on the Denoise page first.")
-st.page_link("pages/denoise.py", label="Go to the Denoise page", icon=":material/auto_fix_high:")
+# -- X-ray lines for cubes (needed by the metrics table too) --------------------------
+lines: list[str] = []
+if ds.kind == "cube":
+    derived = ui.derived()
+    if "spectrum" not in derived:
+        derived["spectrum"] = summed_spectrum(ds.data)
+    try:
+        n = ds.data.shape[2]
+        e_all = ds.energy_axis()
+        kev = 1e-3 if cal.energy_unit.lower() == "ev" else 1.0
+        available = [x.name for x in spectral.xray_lines(max(e_all[0] * kev, 0.1), e_all[-1] * kev)]
+        if "suggested" not in derived:
+            derived["suggested"] = [x for x in ds.metadata.get("xray_lines", []) if x in available][:6] or \
+                spectral.suggest_lines(derived["spectrum"], cal)
+        lines = st.multiselect("Element lines (integrated over 2 × FWHM of the detector)", available,
+                               default=derived["suggested"], key=f"lines_{st.session_state.dataset_token}")
+    except EmcoreError as err:
+        st.caption(str(err))
+
+# -- run history ----------------------------------------------------------------------
+st.subheader("Runs")
+for r in runs:
+    key = ("ref", tuple(lines))
+    if key not in r["metrics_cache"]:
+        r["metrics_cache"][key] = evaluate.reference_metrics(ds, r["data"], lines)
+    r["metrics"] = dict(r["metrics_cache"][key])
+table = pd.DataFrame([
+    {"result": r["label"], "method": r["method"],
+     "parameters": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items()),
+     "seconds": round(r["seconds"], 3), "device": r["device"], **{k: round(v, 3) for k, v in r["metrics"].items()}}
+    for r in runs
+])
+st.dataframe(table, hide_index=True, width="stretch")
+if ds.ground_truth is not None:
+    st.caption("PSNR / SSIM: " + EXPLANATIONS["psnr"] + " " + EXPLANATIONS["ssim"])
+
+labels = [r["label"] for r in runs]
+chosen = st.multiselect("Results to view", labels, default=labels[-2:], key="compare_chosen")
+picked = [r for r in runs if r["label"] in chosen]
+
+# -- view controls ----------------------------------------------------------------------
+c1, c2, c3 = st.columns(3)
+shared = c1.toggle("Shared contrast", value=True, key="cmp_shared",
+                   help="One display range for every panel (that of the ground truth, or the input).")
+residual = c2.toggle("Show residuals (input − result)", value=False, key="cmp_residual")
+clip = c3.slider("Clip % at each end", 0.0, 5.0, 0.5, 0.1, key="cmp_clip")
+
+
+@st.fragment
+def viewer() -> None:
+    """Panels, profile and spectra: moving a slider here reruns only this part of the page."""
+    frame, channel, width = 0, None, 1
+    if ds.kind == "stack":
+        frame = st.slider("Frame", 0, ds.data.shape[0] - 1, 0, key="cmp_frame") if ds.data.shape[0] > 1 else 0
+    elif ds.kind == "cube":
+        n = ds.data.shape[2]
+        e_all = ds.energy_axis()
+        k1, k2 = st.columns([3, 1])
+        target = k1.selectbox("Show the map of", ["energy slider"] + lines, key="cmp_map_of")
+        if target == "energy slider":
+            e_sel = k1.slider(f"Energy ({cal.energy_unit})", float(e_all[0]), float(e_all[-1]),
+                              float(e_all[int(np.argmax(derived["spectrum"][n // 20:]) + n // 20)]),
+                              step=float(cal.energy_scale), format="%.3f", key=f"cmp_energy_{st.session_state.dataset_token}")
+            channel = cal.channel_of(e_sel, n)
+            width = int(k2.number_input("Window (channels)", 1, max(1, n // 4), min(9, n), key="cmp_width"))
+        else:
+            lo, hi = spectral.line_channels(target, cal, n)
+            channel, width = (lo + hi - 1) // 2, hi - lo
+            k2.caption(f"{target}: channels {lo}–{hi - 1}")
+
+    def view(arr: np.ndarray) -> np.ndarray:
+        if ds.kind == "image":
+            return arr
+        if ds.kind == "stack":
+            return arr[frame]
+        return energy_window_map(arr, channel, width)
+
+    panels = [("Input", view(ds.data))]
+    for r in picked:
+        v = view(r["data"])
+        panels.append((f"{r['label']}{' residual' if residual else ''}", panels[0][1] - v if residual else v))
+    if ds.ground_truth is not None and not residual:
+        panels.append(("Ground truth", view(ds.ground_truth)))
+
+    # -- intensity profile line -----------------------------------------------------------
+    h, w = panels[0][1].shape
+    prof = st.session_state.setdefault("profile_line", {})
+    if prof.get("shape") != (h, w):
+        prof.clear()
+        prof.update(shape=(h, w), start=(h // 2, w // 4), end=(h // 2, 3 * w // 4))
+    with st.expander("Intensity profile line", expanded=True):
+        p1, p2, p3, p4, p5 = st.columns(5)
+        r0 = p1.number_input("Start row", 0, h - 1, int(prof["start"][0]), key="prof_r0")
+        c0 = p2.number_input("Start col", 0, w - 1, int(prof["start"][1]), key="prof_c0")
+        r1 = p3.number_input("End row", 0, h - 1, int(prof["end"][0]), key="prof_r1")
+        c1_ = p4.number_input("End col", 0, w - 1, int(prof["end"][1]), key="prof_c1")
+        pw = p5.number_input("Width (px averaged)", 1, max(1, min(h, w) // 2), 3, key="prof_width")
+        prof.update(start=(r0, c0), end=(r1, c1_))
+        st.caption("Tip: click two points on the images below to set the start and then the end of the line.")
+
+    fig = ui.panels_figure(panels, clip_percent=clip, shared=shared and not residual,
+                           colorscale="viridis" if ds.kind == "cube" else "gray",
+                           line=(prof["start"], prof["end"]), pixel_grid=(h, w))
+    event = st.plotly_chart(fig, key="cmp_panels", on_select="rerun", selection_mode="points")
+    clicked = ui.clicked_pixel(event)
+    if clicked is not None and clicked != prof.get("last_click"):
+        prof["last_click"] = clicked
+        which = "end" if prof.get("next") == "end" else "start"
+        prof[which] = clicked
+        prof["next"] = "start" if which == "end" else "end"
+        for k in ("prof_r0", "prof_c0", "prof_r1", "prof_c1"):
+            st.session_state.pop(k, None)
+        st.rerun(scope="fragment")
+
+    try:
+        profiles = {t: line_profile(img, prof["start"], prof["end"], int(pw)) for t, img in panels}
+    except EmcoreError as err:
+        ui.show_error(str(err))
+        profiles = {}
+    if profiles:
+        st.plotly_chart(ui.profile_figure(profiles, cal.pixel_size, cal.pixel_unit), key="cmp_profile")
+
+    # -- spectral viewer ------------------------------------------------------------------
+    if ds.kind == "cube":
+        st.subheader("Spectra")
+        s1, s2, s3, s4 = st.columns(4)
+        pr = int(s1.number_input("Pixel row", 0, ds.data.shape[0] - 1, ds.data.shape[0] // 2, key="spec_row"))
+        pc = int(s2.number_input("Pixel col", 0, ds.data.shape[1] - 1, ds.data.shape[1] // 2, key="spec_col"))
+        half = int(s3.number_input("Region half-size (px)", 0, 32, 2, key="spec_half",
+                                   help="0 = the single pixel; k = a (2k+1)×(2k+1) square around it."))
+        logy = s4.toggle("Log scale", value=False, key="spec_log")
+        curves = {"Input": spectral.region_spectrum(ds.data, pr, pc, half)}
+        for r in picked:
+            curves[r["label"]] = spectral.region_spectrum(r["data"], pr, pc, half)
+        if ds.ground_truth is not None:
+            curves["Ground truth"] = spectral.region_spectrum(ds.ground_truth, pr, pc, half)
+        e_all = ds.energy_axis()
+        lo_ch = max(0, channel - width // 2)
+        marker = (e_all[lo_ch] - cal.energy_scale / 2, e_all[min(n - 1, lo_ch + width - 1)] + cal.energy_scale / 2)
+        st.plotly_chart(ui.spectrum_figure(e_all, curves, unit=cal.energy_unit, log=logy, marker=marker), key="cmp_spec")
+
+    st.session_state["cmp_view"] = {"frame": frame, "channel": channel, "width": width, "profiles": profiles}
+
+
+viewer()
+view_state = st.session_state.get("cmp_view", {})
+
+if ds.kind == "cube":
+    if lines:
+        st.subheader("Element maps")
+        sources = [("Input", "input", ds.data)] + [(r["label"], r["id"], r["data"]) for r in picked]
+        if ds.ground_truth is not None:
+            sources.append(("Ground truth", "truth", ds.ground_truth))
+        cache = derived.setdefault("element_maps", {})  # maps do not change when other widgets move
+        for line in lines:
+            maps = []
+            for t, ident, a in sources:
+                if (ident, line) not in cache:
+                    cache[(ident, line)] = spectral.element_map(a, line, cal)
+                maps.append((f"{line} — {t}", cache[(ident, line)]))
+            st.plotly_chart(ui.panels_figure(maps, clip_percent=clip, shared=shared, colorscale="viridis", height=300),
+                            key=f"gallery_{line}")
+
+# -- metrics without ground truth -------------------------------------------------------
+st.subheader("Metrics without a ground truth")
+model = None
+try:
+    model = evaluate.noise_model_of(ds)
+except EmcoreError as err:
+    st.caption(str(err))
+if model is not None and picked:
+    st.markdown(f"**Residual checks** under {ui.noise_text(ds, model)}. {EXPLANATIONS['residual']}")
+    rep_rows, maps = [], []
+    for r in picked:
+        key = ("residual",)
+        if key not in r["metrics_cache"]:
+            r["metrics_cache"][key] = evaluate.residual_report(ds, r["data"], model)
+        rep = r["metrics_cache"][key]
+        rep_rows.append({"result": r["label"], "mean": round(rep.mean, 3), "variance": round(rep.variance, 3),
+                         "lag-1 autocorr. (rows)": round(rep.autocorr_row, 3),
+                         "lag-1 autocorr. (cols)": round(rep.autocorr_col, 3), "verdict": rep.verdict})
+        maps.append((f"{r['label']}: structure map", rep.structure_map))
+    st.dataframe(pd.DataFrame(rep_rows), hide_index=True, width="stretch")
+    st.plotly_chart(ui.panels_figure(maps, clip_percent=0.5, shared=True, colorscale="magma", height=300), key="cmp_structure")
+
+val_runs = {r["label"]: (r["method"], r["requested"]) for r in picked}
+if evaluate.counts_of(ds) is not None:
+    st.markdown(f"**Count-split validation.** {EXPLANATIONS['count_split']}")
+    if st.button("Run count-split validation on the selected results", key="btn_countsplit"):
+        bar = st.progress(0.0)
+        try:
+            out = evaluate.count_split_validation(ds, val_runs, progress=lambda i, n, t: bar.progress(i / n, text=t))
+            st.session_state["countsplit"] = (st.session_state.dataset_token, out)
+        except EmcoreError as err:
+            ui.show_error(str(err))
+        bar.empty()
+    if ds.kind == "image" and picked and st.button("Fourier ring correlation of the two halves", key="btn_frc"):
+        try:
+            curves = {"no denoising": evaluate.count_split_frc(ds, "none", {})}
+            for r in picked:
+                curves[r["label"]] = evaluate.count_split_frc(ds, r["method"], r["requested"])
+            st.session_state["frc"] = (st.session_state.dataset_token, curves)
+        except EmcoreError as err:
+            ui.show_error(str(err))
+elif ds.kind == "stack":
+    st.markdown(f"**Frame-pair validation.** {EXPLANATIONS['frame_pair']}")
+    if st.button("Run frame-pair validation on the selected results", key="btn_framepair"):
+        try:
+            st.session_state["countsplit"] = (st.session_state.dataset_token, evaluate.frame_pair_validation(ds, val_runs))
+        except EmcoreError as err:
+            ui.show_error(str(err))
+else:
+    st.caption("Count-split validation needs raw counts, and frame-pair validation a stack; "
+               "for this dataset the residual checks above are the no-reference test.")
+
+saved = st.session_state.get("countsplit")
+if saved and saved[0] == st.session_state.dataset_token:
+    out = saved[1]
+    st.dataframe(pd.DataFrame([
+        {"rank": out["ranking"].index(k) + 1, "result": k, "estimated error (MSE)": v.estimated_mse,
+         "raw MSE vs. other half": v.raw_mse, **({"Poisson NLL": v.poisson_nll} if hasattr(v, "poisson_nll") else {})}
+        for k, v in out["results"].items()]).sort_values("rank"), hide_index=True, width="stretch")
+frc = st.session_state.get("frc")
+if frc and frc[0] == st.session_state.dataset_token:
+    st.markdown(EXPLANATIONS["frc"])
+    st.plotly_chart(ui.frc_figure(frc[1]), key="cmp_frc")
+
+# -- export -----------------------------------------------------------------------------
+st.subheader("Export")
+e1, e2, e3 = st.columns(3)
+to_save = e1.selectbox("Result", labels, index=len(labels) - 1, key="export_which")
+fmt = e2.selectbox("Format", [".hspy", ".tif", ".npy"], key="export_fmt")
+entry = next(r for r in runs if r["label"] == to_save)
+# Deferred: the file is only written when the button is clicked, not on every rerun.
+e3.download_button("Download result", lambda: ui.result_bytes(ds, entry, fmt), file_name=f"{entry['id']}{fmt}",
+                   key="dl_result")
+report_runs = picked or runs
+st.download_button("Download HTML report (works offline)",
+                   lambda: ui.report_html(ds, report_runs, frame=view_state.get("frame", 0), channel=view_state.get("channel"),
+                                          window=view_state.get("width", 1), profiles=view_state.get("profiles")),
+                   file_name="denoising_report.html", mime="text/html", key="dl_report")

@@ -160,7 +160,7 @@ m[3].metric(
 rows = {
     "Value range": f"{summary['value_range'][0]:.4g} … {summary['value_range'][1]:.4g}",
     "Raw counts (Poisson)": "yes" if ds.is_counts else "no",
-    "Noise model": ds.noise.describe() if ds.noise is not None else "unknown (estimated when a method needs it)",
+    "Noise model": ui.noise_text(ds),
     "Ground truth": "yes (simulated)" if ds.ground_truth is not None else "no",
 }
 if ds.kind == "cube":
@@ -190,13 +190,11 @@ elif ds.kind == "stack":
 else:
     n = ds.data.shape[2]
     energy = ds.energy_axis()
-    derived = st.session_state.setdefault("derived", {})
-    if derived.get("token") != st.session_state.dataset_token:  # the summed spectrum is reused on every slider move
-        derived.clear()
-        derived["token"] = st.session_state.dataset_token
+    derived = ui.derived()
+    if "spectrum" not in derived:  # the summed spectrum is reused on every slider move
         derived["spectrum"] = summed_spectrum(ds.data)
-        if ds.ground_truth is not None:
-            derived["spectrum_gt"] = summed_spectrum(ds.ground_truth)
+    if ds.ground_truth is not None and "spectrum_gt" not in derived:
+        derived["spectrum_gt"] = summed_spectrum(ds.ground_truth)
     c1, c2, c3 = st.columns([3, 1, 1])
     default_ch = int(np.argmax(derived["spectrum"][n // 20:]) + n // 20)  # skip the noise peak near 0
     e_sel = c1.slider(

@@ -45,3 +45,32 @@ st.markdown(
     "At 1000 e⁻/px the lattice is obvious; around 1 e⁻/px — typical of low-dose work — single "
     "pixels are mostly 0 or 1 electron and the atomic columns are hard to see by eye."
 )
+
+st.subheader("The methods")
+from emcore.registry import methods  # noqa: E402
+
+for m in methods():
+    with st.expander(f"{m.label} — {m.kind}; works on {', '.join(m.accepts)}"):
+        st.markdown(m.description)
+        if m.details:
+            st.markdown(m.details)
+        if m.name == "bm3d":
+            st.caption(
+                "Licence: BM3D comes from the `bm3d` package of Tampere University, which is free for "
+                "non-commercial use only; commercial users need a licence from its authors."
+            )
+
+st.subheader("Judging a result without a ground truth")
+from emcore.metrics import EXPLANATIONS  # noqa: E402
+
+st.markdown(
+    "Real data has no clean reference, so PSNR and SSIM cannot be computed. The Compare page offers "
+    "checks that need none:"
+)
+for key, title in (("count_split", "Count-split validation"), ("frame_pair", "Frame-pair validation"),
+                   ("residual", "Residual checks"), ("frc", "Fourier ring correlation")):
+    st.markdown(f"- **{title}.** {EXPLANATIONS[key]}")
+st.markdown(
+    "No single number is the truth: a method can pass the residual checks and still blur fine "
+    "detail. Read the numbers together, and always look at the residual image."
+)

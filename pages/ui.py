@@ -5,9 +5,13 @@ Only presentation lives here; every computation is a call into ``emcore``.
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
+from plotly.subplots import make_subplots
 
 from emcore import EmcoreError, simulate
 from emcore.dataset import Dataset
@@ -139,6 +143,18 @@ def spectrum_figure(
     return fig
 
 
+def noise_text(ds: Dataset, model=None) -> str:
+    """How to name a dataset's noise model: raw counts are Poisson with no dose to speak of."""
+    from emcore.noise import Poisson
+
+    model = model if model is not None else ds.noise
+    if model is None:
+        return "unknown (estimated when a method needs it)"
+    if ds.is_counts and isinstance(model, Poisson) and model.dose == 1.0:
+        return "Poisson (shot) noise of raw counts"
+    return model.describe()
+
+
 def show_error(message: str) -> None:
     """One plain sentence, never a traceback."""
     st.error(message, icon="⚠️")
@@ -183,7 +199,7 @@ def results_for_current() -> list[dict]:
     return [r for r in results() if r["dataset_token"] == token]
 
 
-def add_result(res, label: str | None = None) -> dict:
+def add_result(res, requested: dict | None = None, label: str | None = None) -> dict:
     """Store a :class:`emcore.registry.DenoiseResult` for the current dataset."""
     runs = results()
     n = 1 + sum(r["method"] == res.method for r in runs if r["dataset_token"] == st.session_state.dataset_token)
@@ -192,12 +208,130 @@ def add_result(res, label: str | None = None) -> dict:
         "label": label or f"{res.method} #{n}",
         "method": res.method,
         "params": dict(res.params),
+        # what the user asked for ("estimate" left as None): re-runs on split data re-estimate
+        "requested": dict(requested if requested is not None else res.params),
         "seconds": res.seconds,
         "device": res.device,
         "data": res.data,
         "log": list(res.log),
         "dataset_token": st.session_state.dataset_token,
         "metrics": {},
+        "metrics_cache": {},
     }
     runs.append(entry)
     return entry
+
+
+def derived() -> dict:
+    """Per-dataset memo for derived arrays (summed spectrum...), reset when the dataset changes."""
+    d = st.session_state.setdefault("derived", {})
+    if d.get("token") != st.session_state.get("dataset_token"):
+        d.clear()
+        d["token"] = st.session_state.get("dataset_token")
+    return d
+
+
+def panels_figure(
+    panels: list[tuple[str, np.ndarray]],
+    *,
+    clip_percent: float = 0.5,
+    shared: bool = True,
+    colorscale: str = "gray",
+    line=None,
+    pixel_grid: tuple[int, int] | None = None,
+    height: int = 420,
+) -> go.Figure:
+    """Side-by-side heatmaps with linked zoom/pan (shared axes), in pixel coordinates.
+
+    ``shared`` uses one display range for all (the last panel's when it is a ground truth,
+    else the first's); otherwise each panel is stretched on its own. ``line`` = ((r0, c0),
+    (r1, c1)) is drawn on every panel. ``pixel_grid`` adds an invisible, clickable grid of
+    points so a click on an image reports a pixel (Plotly heatmaps are not selectable).
+    """
+    n = len(panels)
+    cols = min(n, 4)
+    rows = int(np.ceil(n / cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[t for t, _ in panels],
+                        shared_xaxes="all", shared_yaxes="all", horizontal_spacing=0.02, vertical_spacing=0.08)
+    ref = panels[-1][1] if shared and panels[-1][0] == "Ground truth" else panels[0][1]
+    limits = contrast_limits(ref, clip_percent) if shared else None
+    for i, (title, img) in enumerate(panels):
+        r, c = i // cols + 1, i % cols + 1
+        shown, f = downsample_for_display(img, 768)
+        lo, hi = limits if limits is not None else contrast_limits(img, clip_percent)
+        fig.add_trace(go.Heatmap(z=shown, x0=(f - 1) / 2, dx=f, y0=(f - 1) / 2, dy=f, zmin=lo, zmax=hi,
+                                 colorscale=colorscale, showscale=False,
+                                 hovertemplate="row %{y:.0f}, col %{x:.0f}<br>%{z:.4g}<extra>" + title + "</extra>"),
+                      row=r, col=c)
+        if line is not None:
+            (r0, c0), (r1, c1) = line
+            fig.add_trace(go.Scatter(x=[c0, c1], y=[r0, r1], mode="lines+markers", line=dict(color="orange", width=2),
+                                     marker=dict(size=6), hoverinfo="skip", showlegend=False), row=r, col=c)
+        if pixel_grid is not None:
+            h, w = pixel_grid
+            step = max(1, int(np.ceil(max(h, w) / 96)))
+            yy, xx = np.mgrid[0:h:step, 0:w:step]
+            fig.add_trace(go.Scatter(x=xx.ravel(), y=yy.ravel(), mode="markers", marker=dict(size=max(4, 400 // (max(h, w) // step)), opacity=0),
+                                     hovertemplate="row %{y}, col %{x}<extra>click</extra>", showlegend=False,
+                                     name="click"), row=r, col=c)
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", showticklabels=False)
+    fig.update_xaxes(constrain="domain", showticklabels=False)
+    # Square panels in a wide page: the row height follows the panel width, not a constant.
+    fig.update_layout(height=min(height, 980 // cols + 60) * rows, margin=dict(l=5, r=5, t=40, b=5), dragmode="zoom",
+                      clickmode="event+select")
+    fig.update_annotations(font_size=12)
+    return fig
+
+
+def clicked_pixel(event) -> tuple[int, int] | None:
+    """(row, col) of a point clicked on a :func:`panels_figure`, if any."""
+    try:
+        points = event.selection.points if event is not None else []
+    except AttributeError:
+        points = (event or {}).get("selection", {}).get("points", [])
+    for p in points or []:
+        x, y = p.get("x"), p.get("y")
+        if x is not None and y is not None:
+            return int(round(float(y))), int(round(float(x)))
+    return None
+
+
+def profile_figure(profiles: dict, pixel_size: float, unit: str, height: int = 320) -> go.Figure:
+    fig = go.Figure()
+    for label, prof in profiles.items():
+        fig.add_trace(go.Scatter(x=np.asarray(prof.distance) * pixel_size, y=prof.values, mode="lines", name=label))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), xaxis_title=f"Distance along the line ({unit})",
+                      yaxis_title="Intensity", legend=dict(orientation="h", y=1.12))
+    return fig
+
+
+def frc_figure(curves: dict) -> go.Figure:
+    fig = go.Figure()
+    for label, c in curves.items():
+        res = c["resolution_px"]
+        name = f"{label} ({res:.1f} px)" if res is not None else f"{label} (beyond Nyquist)"
+        fig.add_trace(go.Scatter(x=c["frequencies"], y=c["frc"], mode="lines", name=name))
+    fig.add_hline(y=1 / 7, line_dash="dot", annotation_text="1/7")
+    fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="Spatial frequency (1/px)",
+                      yaxis_title="FRC", yaxis_range=[-0.1, 1.05])
+    return fig
+
+
+def result_bytes(ds: Dataset, entry: dict, ext: str) -> bytes:
+    """A result written by :func:`emcore.io.save` in the chosen format, as bytes for download."""
+    from dataclasses import replace
+
+    from emcore import io
+
+    out = replace(ds, data=entry["data"], ground_truth=None, name=f"{ds.name} — {entry['label']}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "result" + ext)
+        io.save(out, path)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def report_html(ds: Dataset, runs: list[dict], **kwargs) -> str:
+    from emcore.report import build_report
+
+    return build_report(ds, runs, **kwargs)

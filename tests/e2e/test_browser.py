@@ -99,3 +99,27 @@ def test_pick_example_and_preview(app_url, page):
     assert page.get_by_test_id("stException").count() == 0
     page.screenshot(path=str(ARTIFACTS / "data_page_eds.png"), full_page=True)
     assert (ARTIFACTS / "data_page_eds.png").stat().st_size > 10_000
+
+
+def test_compare_two_results_side_by_side(app_url, page):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(app_url, wait_until="domcontentloaded")
+    page.get_by_text("Simulated HRTEM", exact=False).first.wait_for(timeout=60_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    page.get_by_role("link", name="Denoise").first.click()
+    run = page.get_by_role("button", name="Run")
+    run.wait_for(timeout=60_000)
+    run.click()  # BM3D, the first method in the list
+    page.get_by_text("bm3d #1 finished in", exact=False).first.wait_for(timeout=180_000)
+    page.get_by_test_id("stSelectbox").first.click()
+    page.get_by_role("option", name="Wiener filter", exact=False).first.click()
+    page.get_by_text("Mode", exact=True).first.wait_for(timeout=30_000)
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("wiener #1 finished in", exact=False).first.wait_for(timeout=120_000)
+    page.get_by_role("link", name="Compare").first.click()
+    page.get_by_text("Intensity profile line", exact=False).first.wait_for(timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 3", timeout=60_000)
+    page.wait_for_timeout(1500)
+    assert page.get_by_test_id("stException").count() == 0
+    assert page.get_by_text("wiener #1", exact=False).count() > 0
+    page.screenshot(path=str(ARTIFACTS / "compare_two_results.png"), full_page=True)

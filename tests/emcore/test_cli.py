@@ -73,3 +73,42 @@ def test_simulate_writes_data_and_truth(tmp_path, example, ext):
 def test_simulate_bad_dose_exits_2(tmp_path):
     r = run_cli("simulate", "eds", "--out", tmp_path / "x.npy", "--dose", "-5")
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_methods_json_lists_registry():
+    r = run_cli("methods", "--json")
+    assert r.returncode == 0, r.stderr
+    names = [m["name"] for m in json.loads(r.stdout)]
+    assert {"bm3d", "wiener", "pca"} <= set(names)
+    text = run_cli("methods").stdout
+    assert "--set window=<int>" in text
+
+
+def test_denoise_writes_result_and_prints_json(tmp_path):
+    src = tmp_path / "noisy.npy"
+    g = np.random.default_rng(0)
+    r_, c_ = np.mgrid[0:64, 0:64]
+    clean = 0.5 + 0.1 * np.cos(r_ / 2.0) * np.cos(c_ / 3.0)
+    np.save(src, (clean + g.normal(0, 0.05, clean.shape)).astype(np.float32))
+    out = tmp_path / "clean.tif"
+    r = run_cli("denoise", src, "--method", "wiener", "--out", out, "--set", "window=7", "--set", "mode=local")
+    assert r.returncode == 0, r.stderr
+    line = json.loads(r.stdout.strip().splitlines()[-1])
+    assert line["method"] == "wiener" and line["params"]["window"] == 7 and line["device"] == "cpu"
+    assert out.exists() and line["output"] == str(out)
+    info = json.loads(run_cli("info", out, "--json").stdout)
+    assert info["shape"] == [64, 64]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--method", "nope"], "Unknown method 'nope'; the methods are: bm3d"),
+    (["--method", "wiener", "--set", "sigma=3"], "has no parameter 'sigma'; its parameters are: mode"),
+    (["--method", "wiener", "--set", "window=1000"], "between 3 and 31"),
+    (["--method", "pca"], "works on spectrum images, but"),
+])
+def test_denoise_bad_requests_exit_2(tmp_path, args, needle):
+    src = tmp_path / "img.npy"
+    np.save(src, np.random.default_rng(0).random((32, 32)).astype(np.float32))
+    r = run_cli("denoise", src, "--out", tmp_path / "o.npy", *args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert needle in r.stderr and "Traceback" not in r.stderr
