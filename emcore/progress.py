@@ -44,3 +44,14 @@ class Progress:
 
 ProgressFn = Callable[[Progress], None]
 StopFn = Callable[[], bool]
+
+
+def report(progress: ProgressFn | None, step: int, total: int, t0: float, message: str = "") -> None:
+    """Send a :class:`Progress` with elapsed time and ETA measured from ``t0`` (``perf_counter``)."""
+    if progress is None:
+        return
+    import time
+
+    elapsed = time.perf_counter() - t0
+    eta = elapsed / step * (total - step) if step > 0 and total >= step else None
+    progress(Progress(step=step, total=total, elapsed=elapsed, eta=eta, message=message))

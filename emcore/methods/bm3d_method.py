@@ -42,7 +42,7 @@ import numpy as np
 from ..errors import EmcoreError
 from ..noise import Gaussian, Poisson, PoissonGaussian
 from ..noise_estimation import estimate_noise, estimate_poisson_gaussian
-from ..progress import Progress, ProgressFn, StopFn
+from ..progress import ProgressFn, StopFn, report as _report
 from ..vst import anscombe_forward, anscombe_inverse_exact, vst_parameters
 
 __all__ = ["denoise_bm3d", "denoise_bm3d_stack", "denoise_bm3d_cube", "estimate_bm3d_seconds", "PROFILES"]
@@ -92,13 +92,6 @@ def _params_of(noise) -> tuple[float, float]:
                           f"Gaussian), not {noise!r}.")
     return vst_parameters(noise)
 
-
-def _report(progress: ProgressFn | None, step: int, total: int, t0: float, message: str) -> None:
-    if progress is None:
-        return
-    elapsed = time.perf_counter() - t0
-    eta = elapsed / step * (total - step) if step > 0 else None
-    progress(Progress(step=step, total=total, elapsed=elapsed, eta=eta, message=message))
 
 
 def _check_stop(should_stop: StopFn | None, what: str) -> None:

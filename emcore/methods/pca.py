@@ -27,7 +27,7 @@ import numpy as np
 import scipy.linalg
 
 from ..errors import EmcoreError
-from ..progress import Progress, ProgressFn
+from ..progress import ProgressFn, report as _report
 
 __all__ = ["PCAInfo", "denoise_pca", "estimate_n_components"]
 
@@ -59,13 +59,6 @@ class PCAInfo:
     explained_variance_ratio: tuple[float, ...]
     auto: bool
 
-
-def _report(progress: ProgressFn | None, step: int, total: int, t0: float, message: str) -> None:
-    if progress is None:
-        return
-    elapsed = time.perf_counter() - t0
-    eta = elapsed / step * (total - step) if step > 0 else None
-    progress(Progress(step=step, total=total, elapsed=elapsed, eta=eta, message=message))
 
 
 def _gavish_donoho_omega(beta: float) -> float:

@@ -35,7 +35,7 @@ import scipy.fft as sfft
 from scipy import ndimage
 
 from ..errors import EmcoreError
-from ..progress import Progress, ProgressFn
+from ..progress import ProgressFn, report as _report
 
 __all__ = [
     "denoise_wiener",
@@ -116,13 +116,6 @@ def _check_params(mode: str, noise_power, window, highfreq_fraction) -> None:
             f"of the Nyquist frequency, not {highfreq_fraction!r}."
         )
 
-
-def _report(progress: ProgressFn | None, step: int, total: int, t0: float, message: str) -> None:
-    if progress is None:
-        return
-    elapsed = time.perf_counter() - t0
-    eta = elapsed / step * (total - step) if step > 0 else None
-    progress(Progress(step=step, total=total, elapsed=elapsed, eta=eta, message=message))
 
 
 # -- the Fourier-domain machinery (spatial axes first, a batch axis last) --------------------

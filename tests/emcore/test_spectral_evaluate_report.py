@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from emcore import Dataset, EmcoreError, evaluate, simulate, spectral
-from emcore.dataset import Calibration
 from emcore.display import summed_spectrum
-from emcore.noise import Gaussian, Poisson
+from emcore.noise import Gaussian
 from emcore.registry import denoise
 from emcore.report import build_report
 
