@@ -43,6 +43,10 @@ def main() -> None:
     at.switch_page("pages/denoise.py").run()
     at.selectbox(key="method_choice").set_value("pca").run()
     next(b for b in at.button if b.label == "Run").click().run()
+    from emcore.jobs import manager
+
+    while any(j.active for j in manager().jobs_for(at.session_state["owner_id"])):
+        time.sleep(0.1)  # the method runs as a background job
     at.switch_page("pages/compare.py").run()
     cmp_times = []
     for e in energies:

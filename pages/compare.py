@@ -15,6 +15,7 @@ from pages import ui
 
 ui.sidebar_status()
 st.title("Compare")
+ui.collect_finished_jobs()
 ds = ui.require_dataset("to compare results")
 cal = ds.calibration
 runs = ui.results_for_current()
@@ -113,32 +114,37 @@ def viewer() -> None:
 
     # -- intensity profile line -----------------------------------------------------------
     h, w = panels[0][1].shape
-    prof = st.session_state.setdefault("profile_line", {})
-    if prof.get("shape") != (h, w):
+    ss = st.session_state
+    prof = ss.setdefault("profile_line", {})
+    if prof.get("shape") != (h, w):  # a new dataset: a horizontal line across the middle
         prof.clear()
-        prof.update(shape=(h, w), start=(h // 2, w // 4), end=(h // 2, 3 * w // 4))
+        prof.update(shape=(h, w), clicks=0, next="start")
+        ss.prof_r0, ss.prof_c0, ss.prof_r1, ss.prof_c1 = h // 2, w // 4, h // 2, 3 * w // 4
+    if "pending_click" in prof:  # set by a click on the images, before the inputs exist
+        which, (row, col) = prof.pop("pending_click")
+        ss[f"prof_r{0 if which == 'start' else 1}"], ss[f"prof_c{0 if which == 'start' else 1}"] = row, col
     with st.expander("Intensity profile line", expanded=True):
         p1, p2, p3, p4, p5 = st.columns(5)
-        r0 = p1.number_input("Start row", 0, h - 1, int(prof["start"][0]), key="prof_r0")
-        c0 = p2.number_input("Start col", 0, w - 1, int(prof["start"][1]), key="prof_c0")
-        r1 = p3.number_input("End row", 0, h - 1, int(prof["end"][0]), key="prof_r1")
-        c1_ = p4.number_input("End col", 0, w - 1, int(prof["end"][1]), key="prof_c1")
+        r0 = p1.number_input("Start row", 0, h - 1, key="prof_r0")
+        c0 = p2.number_input("Start col", 0, w - 1, key="prof_c0")
+        r1 = p3.number_input("End row", 0, h - 1, key="prof_r1")
+        c1_ = p4.number_input("End col", 0, w - 1, key="prof_c1")
         pw = p5.number_input("Width (px averaged)", 1, max(1, min(h, w) // 2), 3, key="prof_width")
-        prof.update(start=(r0, c0), end=(r1, c1_))
-        st.caption("Tip: click two points on the images below to set the start and then the end of the line.")
+        prof.update(start=(int(r0), int(c0)), end=(int(r1), int(c1_)))
+        st.caption("Tip: click a point on the images to move the start of the line, then another for its end.")
 
     fig = ui.panels_figure(panels, clip_percent=clip, shared=shared and not residual,
                            colorscale="viridis" if ds.kind == "cube" else "gray",
                            line=(prof["start"], prof["end"]), pixel_grid=(h, w))
-    event = st.plotly_chart(fig, key="cmp_panels", on_select="rerun", selection_mode="points")
+    # A new key after each click gives a chart with no selection left over, so the next
+    # click is a new selection rather than a toggle of the old one.
+    event = st.plotly_chart(fig, key=f"cmp_panels_{prof['clicks']}", on_select="rerun", selection_mode="points")
     clicked = ui.clicked_pixel(event)
-    if clicked is not None and clicked != prof.get("last_click"):
-        prof["last_click"] = clicked
-        which = "end" if prof.get("next") == "end" else "start"
-        prof[which] = clicked
-        prof["next"] = "start" if which == "end" else "end"
-        for k in ("prof_r0", "prof_c0", "prof_r1", "prof_c1"):
-            st.session_state.pop(k, None)
+    if clicked is not None:
+        row, col = min(max(clicked[0], 0), h - 1), min(max(clicked[1], 0), w - 1)
+        prof["pending_click"] = (prof["next"], (row, col))
+        prof["next"] = "end" if prof["next"] == "start" else "start"
+        prof["clicks"] += 1
         st.rerun(scope="fragment")
 
     try:

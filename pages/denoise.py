@@ -1,16 +1,17 @@
-"""Denoise page: choose a method for the loaded dataset, set its parameters, run it."""
+"""Denoise page: choose a method, set its parameters, run it in the background, watch it."""
 
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
-from emcore import EmcoreError
 from emcore.registry import denoise, methods, methods_for
 from pages import ui
 
 ui.sidebar_status()
-
 st.title("Denoise")
+ui.collect_finished_jobs()
 ds = ui.require_dataset("to denoise it")
-st.caption(f"**{ds.name}** — {ds.kind}, {' × '.join(map(str, ds.data.shape))}")
+st.caption(f"**{ds.name}** — {ds.kind}, {'×'.join(map(str, ds.data.shape))}")
 
 usable = methods_for(ds.kind)
 if not usable:
@@ -37,37 +38,69 @@ with st.form(f"params_{m.name}"):
     seed = int(st.number_input("Seed", 0, 1_000_000, 0, key="denoise_seed", help="Same seed, same result."))
     run = st.form_submit_button("Run", type="primary")
 
-warn = m.name == "bm3d" and ds.kind == "cube"
-if warn:
+blocked = False
+if m.name == "bm3d" and ds.kind == "cube":
     from emcore.methods.bm3d_method import estimate_bm3d_seconds
 
-    secs = estimate_bm3d_seconds(ds.data.shape, bin_energy=values.get("bin_energy") or 1)
+    secs = estimate_bm3d_seconds(ds.data.shape, kind="cube", bin_energy=values.get("bin_energy") or 1)
     if secs > 60:
         st.warning(f"BM3D on this spectrum image will take about {secs / 60:.0f} min on this machine "
                    "(one BM3D per energy slice). Bin the energy axis (parameter above) or use PCA for a quick look.")
-        warn = not st.checkbox("Run it anyway", key="bm3d_confirm")
-    else:
-        warn = False
+        blocked = not st.checkbox("Run it anyway", key="bm3d_confirm")
 
-if run and not warn:
-    bar = st.progress(0.0, text="Starting…")
+if run and not blocked:
+    token = st.session_state.dataset_token
+    data, name, params = ds, m.name, dict(values)
 
-    def on_progress(p):
-        bar.progress(p.fraction, text=p.message or f"{p.step} / {p.total}")
+    def job(progress, should_stop):
+        return denoise(data, name, progress=progress, should_stop=should_stop, seed=seed, **params)
 
-    try:
-        res = denoise(ds, m.name, progress=on_progress, seed=seed, **values)
-    except EmcoreError as err:
-        bar.empty()
-        ui.show_error(str(err))
-    else:
-        bar.empty()
-        entry = ui.add_result(res, requested=values)
-        st.success(f"{entry['label']} finished in {res.seconds:.2f} s on {res.device}. See it on the Compare page.")
-        used = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in res.params.items()}
-        st.caption("Parameters used: " + ", ".join(f"{k} = {v}" for k, v in used.items()))
-        for line in res.log:
-            st.caption(line)
+    ui.jobs().submit(ui.owner_id(), f"{m.label} on {ds.name}", job, slot="cpu",
+                     meta={"requested": params, "dataset_token": token, "method": m.name})
+    st.rerun()
+
+for kind, text in st.session_state.pop("job_notes", []):
+    {"success": st.success, "error": ui.show_error, "stopped": st.warning}[kind](text)
+
+
+@st.fragment(run_every=1.0)
+def running_jobs() -> None:
+    """Polls this session's jobs about once a second: progress, ETA, live losses, stop."""
+    mine = [j for j in ui.jobs().jobs_for(ui.owner_id())]
+    if any(not j.active for j in mine):
+        st.rerun()  # a job finished: rerun the page so its result joins the history
+    for j in mine:
+        with st.container(border=True):
+            pos = ui.jobs().position(j.id)
+            p = j.progress
+            head, btn = st.columns([5, 1])
+            if j.state == "queued":
+                head.markdown(f"**{j.label}** — waiting, position {pos} in the queue")
+                if btn.button("Cancel", key=f"cancel_{j.id}"):
+                    ui.jobs().cancel(j.id)
+                    st.rerun()
+                continue
+            eta = f", about {p.eta:.0f} s left" if p is not None and p.eta is not None else ""
+            head.markdown(f"**{j.label}** — {j.state} on {j.slot}{eta}")
+            if j.state == "running" and btn.button("Stop", key=f"stop_{j.id}"):
+                ui.jobs().cancel(j.id)
+            st.progress(p.fraction if p is not None else 0.0, text=(p.message if p is not None and p.message else "starting…"))
+            losses = [h for h in j.history if any(k.startswith("loss_") or k.startswith("val_") for k in h)]
+            if losses:
+                df = pd.DataFrame(losses)
+                fig = go.Figure()
+                for col in [c for c in df.columns if c.startswith("loss_") or c == "val_loss"]:
+                    fig.add_trace(go.Scatter(x=df["step"], y=df[col], mode="lines", name=col.replace("loss_", "")))
+                log = st.toggle("Log scale", value=True, key=f"log_{j.id}")
+                fig.update_layout(height=280, margin=dict(l=10, r=10, t=20, b=10), xaxis_title="step",
+                                  yaxis_title="loss", yaxis_type="log" if log else "linear")
+                st.plotly_chart(fig, key=f"loss_{j.id}")
+                if "val_psnr" in df.columns and df["val_psnr"].notna().any():
+                    st.caption(f"Validation PSNR {df['val_psnr'].dropna().iloc[-1]:.2f} dB")
+
+
+if ui.jobs().jobs_for(ui.owner_id()):
+    running_jobs()
 
 done = ui.results_for_current()
 if done:

@@ -189,6 +189,42 @@ def param_widgets(method, container=None) -> dict:
     return values
 
 
+def owner_id() -> str:
+    """This browser session's identity for the job manager."""
+    if "owner_id" not in st.session_state:
+        import uuid
+
+        st.session_state.owner_id = uuid.uuid4().hex
+    return st.session_state.owner_id
+
+
+def jobs():
+    from emcore.jobs import manager
+
+    return manager()
+
+
+def collect_finished_jobs() -> list[str]:
+    """Move results of this session's finished jobs into the run history; return messages to show."""
+    from emcore.registry import DenoiseResult
+
+    notes = []
+    for job in jobs().jobs_for(owner_id()):
+        if job.active:
+            continue
+        res = job.result
+        if isinstance(res, DenoiseResult):
+            entry = add_result(res, requested=job.meta.get("requested"), token=job.meta.get("dataset_token"))
+            verb = "was stopped; partial result kept as" if job.state == "stopped" else "finished:"
+            notes.append(("success", f"{job.label} {verb} {entry['label']} ({res.seconds:.2f} s on {res.device}). "
+                                     "See it on the Compare page."))
+        elif job.error:
+            notes.append(("stopped" if job.state == "stopped" else "error", f"{job.label}: {job.error}"))
+        jobs().forget(job.id)
+    st.session_state.setdefault("job_notes", []).extend(notes)
+    return notes
+
+
 def results() -> list[dict]:
     """This session's run history (all datasets); each entry is a dict, newest last."""
     return st.session_state.setdefault("results", [])
@@ -199,10 +235,11 @@ def results_for_current() -> list[dict]:
     return [r for r in results() if r["dataset_token"] == token]
 
 
-def add_result(res, requested: dict | None = None, label: str | None = None) -> dict:
-    """Store a :class:`emcore.registry.DenoiseResult` for the current dataset."""
+def add_result(res, requested: dict | None = None, label: str | None = None, token: int | None = None) -> dict:
+    """Store a :class:`emcore.registry.DenoiseResult` for the dataset ``token`` (default: the current one)."""
     runs = results()
-    n = 1 + sum(r["method"] == res.method for r in runs if r["dataset_token"] == st.session_state.dataset_token)
+    token = st.session_state.dataset_token if token is None else token
+    n = 1 + sum(r["method"] == res.method for r in runs if r["dataset_token"] == token)
     entry = {
         "id": f"{res.method}-{len(runs) + 1}",
         "label": label or f"{res.method} #{n}",
@@ -214,7 +251,7 @@ def add_result(res, requested: dict | None = None, label: str | None = None) -> 
         "device": res.device,
         "data": res.data,
         "log": list(res.log),
-        "dataset_token": st.session_state.dataset_token,
+        "dataset_token": token,
         "metrics": {},
         "metrics_cache": {},
     }
@@ -259,9 +296,12 @@ def panels_figure(
         r, c = i // cols + 1, i % cols + 1
         shown, f = downsample_for_display(img, 768)
         lo, hi = limits if limits is not None else contrast_limits(img, clip_percent)
+        # With a click grid the heatmap must not take the hover: Plotly gives a click to the
+        # trace under the hover, and heatmaps cannot be selected.
+        hover = dict(hoverinfo="skip") if pixel_grid is not None else dict(
+            hovertemplate="row %{y:.0f}, col %{x:.0f}<br>%{z:.4g}<extra>" + title + "</extra>")
         fig.add_trace(go.Heatmap(z=shown, x0=(f - 1) / 2, dx=f, y0=(f - 1) / 2, dy=f, zmin=lo, zmax=hi,
-                                 colorscale=colorscale, showscale=False,
-                                 hovertemplate="row %{y:.0f}, col %{x:.0f}<br>%{z:.4g}<extra>" + title + "</extra>"),
+                                 colorscale=colorscale, showscale=False, **hover),
                       row=r, col=c)
         if line is not None:
             (r0, c0), (r1, c1) = line
@@ -271,9 +311,10 @@ def panels_figure(
             h, w = pixel_grid
             step = max(1, int(np.ceil(max(h, w) / 96)))
             yy, xx = np.mgrid[0:h:step, 0:w:step]
-            fig.add_trace(go.Scatter(x=xx.ravel(), y=yy.ravel(), mode="markers", marker=dict(size=max(4, 400 // (max(h, w) // step)), opacity=0),
-                                     hovertemplate="row %{y}, col %{x}<extra>click</extra>", showlegend=False,
-                                     name="click"), row=r, col=c)
+            fig.add_trace(go.Scatter(x=xx.ravel(), y=yy.ravel(), customdata=img[yy, xx].ravel(), mode="markers",
+                                     marker=dict(size=max(4, 400 // (max(h, w) // step)), opacity=0),
+                                     hovertemplate="row %{y}, col %{x}<br>%{customdata:.4g}<extra>" + title + "</extra>",
+                                     showlegend=False, name="click"), row=r, col=c)
     fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", showticklabels=False)
     fig.update_xaxes(constrain="domain", showticklabels=False)
     # Square panels in a wide page: the row height follows the panel width, not a constant.

@@ -191,7 +191,24 @@ def _run_method(at, name, **params):
         at.number_input(key=f"p_{name}_{k}").set_value(v)
     next(b for b in at.button if b.label == "Run").click().run()
     assert not at.exception, [e.value for e in at.exception]
+    wait_for_jobs(at)
     assert at.success, [e.value for e in at.error]
+
+
+def wait_for_jobs(at, timeout=120):
+    """Methods run as background jobs: rerun the page until this session has none left."""
+    import time
+
+    from emcore.jobs import manager
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        owner = at.session_state["owner_id"]
+        if not any(j.active for j in manager().jobs_for(owner)):
+            at.run()
+            return
+        time.sleep(0.1)
+    raise AssertionError("the job did not finish in time")
 
 
 def test_compare_two_results_with_profile_and_metrics():
@@ -249,3 +266,30 @@ def test_compare_without_results_points_to_denoise():
     at.switch_page("pages/compare.py").run()
     assert not at.exception
     assert any("no results" in i.value for i in at.info)
+
+
+def test_long_job_shows_progress_and_can_be_stopped():
+    import time
+
+    at = _app()
+    at.selectbox(key="example_name").set_value("eds").run()
+    at.switch_page("pages/denoise.py").run()
+    at.selectbox(key="method_choice").set_value("bm3d").run()
+    assert any("BM3D on this spectrum image will take about" in w.value for w in at.warning)
+    at.checkbox(key="bm3d_confirm").check().run()
+    next(b for b in at.button if b.label == "Run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    time.sleep(1.0)
+    at.run()
+    stop = [b for b in at.button if b.label == "Stop"]
+    assert stop, "a running job shows a Stop button"
+    assert at.get("progress"), "and a progress bar"
+    stop[0].click().run()
+    wait_for_jobs(at)
+    assert not at.exception
+    assert any("Stopped on request" in w.value for w in at.warning)
+    assert not ui_results(at)  # a stopped classical run leaves no half-made result
+
+
+def ui_results(at):
+    return [r for r in at.session_state["results"]] if "results" in at.session_state else []

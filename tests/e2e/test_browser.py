@@ -109,13 +109,15 @@ def test_compare_two_results_side_by_side(app_url, page):
     page.get_by_role("link", name="Denoise").first.click()
     run = page.get_by_role("button", name="Run")
     run.wait_for(timeout=60_000)
+    page.wait_for_timeout(1000)
     run.click()  # BM3D, the first method in the list
-    page.get_by_text("bm3d #1 finished in", exact=False).first.wait_for(timeout=180_000)
+    page.get_by_text("finished: bm3d #1", exact=False).first.wait_for(timeout=180_000)
     page.get_by_test_id("stSelectbox").first.click()
     page.get_by_role("option", name="Wiener filter", exact=False).first.click()
     page.get_by_text("Mode", exact=True).first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)  # let the rerun that built the Wiener form settle before clicking
     page.get_by_role("button", name="Run").click()
-    page.get_by_text("wiener #1 finished in", exact=False).first.wait_for(timeout=120_000)
+    page.get_by_text("finished: wiener #1", exact=False).first.wait_for(timeout=120_000)
     page.get_by_role("link", name="Compare").first.click()
     page.get_by_text("Intensity profile line", exact=False).first.wait_for(timeout=60_000)
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 3", timeout=60_000)
