@@ -125,3 +125,25 @@ def test_compare_two_results_side_by_side(app_url, page):
     assert page.get_by_test_id("stException").count() == 0
     assert page.get_by_text("wiener #1", exact=False).count() > 0
     page.screenshot(path=str(ARTIFACTS / "compare_two_results.png"), full_page=True)
+    # Clicking two points on an image moves the start, then the end, of the profile line.
+    before = page.get_by_label("Start row").input_value(), page.get_by_label("End col").input_value()
+    panel = page.locator(".js-plotly-plot").first.locator(".nsewdrag").first
+    box = panel.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.3)
+    _wait_value_change(page, "Start row", before[0])
+    page.wait_for_timeout(2000)  # the chart is redrawn (new key) after each click
+    box = page.locator(".js-plotly-plot").first.locator(".nsewdrag").first.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.7)
+    _wait_value_change(page, "End col", before[1])
+    start_row = int(page.get_by_label("Start row").input_value())
+    end_col = int(page.get_by_label("End col").input_value())
+    assert start_row < 256 < end_col  # upper-left click, then lower-right click, on a 512² image
+
+
+def _wait_value_change(page, label: str, old: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if page.get_by_label(label).input_value() != old:
+            return
+        page.wait_for_timeout(250)
+    raise AssertionError(f"{label} stayed at {old} after the click")
