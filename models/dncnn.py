@@ -1,0 +1,263 @@
+"""DnCNN and its bias-free variant, plus the bias-free batch normalisation they share.
+
+References
+----------
+.. [Zhang2017] K. Zhang, W. Zuo, Y. Chen, D. Meng, L. Zhang, "Beyond a Gaussian Denoiser:
+   Residual Learning of Deep CNN for Image Denoising", IEEE Trans. Image Process. 26(7),
+   3142-3155, 2017.
+.. [Mohan2020] S. Mohan, Z. Kadkhodaie, E. P. Simoncelli, C. Fernandez-Granda, "Robust and
+   Interpretable Blind Image Denoising via Bias-Free Convolutional Neural Networks",
+   ICLR 2020.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+__all__ = ["BiasFreeBatchNorm2d", "DnCNN"]
+
+# [Zhang2017] Sec. III-A: depth 17 (receptive field 35 x 35) for a known Gaussian noise level,
+# depth 20 for the blind models (DnCNN-B / DnCNN-3); 3 x 3 kernels and 64 feature maps in
+# every hidden layer (Sec. III-B).
+DNCNN_DEPTH_RANGE = (17, 20)
+DNCNN_KERNEL_SIZE = 3
+DNCNN_WIDTH = 64
+
+
+class BiasFreeBatchNorm2d(nn.Module):
+    """Batch normalisation without additive constants ([Mohan2020], Sec. 3 "bias-free").
+
+    Each channel is divided by a standard deviation and multiplied by a learned scale
+    ``weight``; nothing is subtracted or added. In training mode the divisor is the batch
+    standard deviation (the variance is measured about the batch mean, as in the reference
+    implementation, but the mean itself is *not* removed from the activations); in eval mode
+    it is the running standard deviation, so the layer is then exactly linear and the whole
+    network stays positively homogeneous: ``f(a x) = a f(x)`` for ``a > 0``.
+
+    Tensor layout ``[B, C, H, W]`` in and out. Parameters: ``num_features`` (the scale).
+    Receptive field 1 x 1. Statistics are computed in at least float32, so the layer is safe
+    under ``torch.autocast(..., dtype=torch.bfloat16)``.
+
+    Parameters
+    ----------
+    num_features : int
+        Number of channels ``C``.
+    eps : float
+        Added to the variance before the square root (as ``nn.BatchNorm2d``).
+    momentum : float
+        Weight of the newest batch in the running variance (as ``nn.BatchNorm2d``).
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.num_features = int(num_features)
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        self.weight = nn.Parameter(torch.ones(self.num_features))
+        self.register_buffer("running_var", torch.ones(self.num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"BiasFreeBatchNorm2d expects [B, C, H, W], got shape {tuple(x.shape)}")
+        stat_dtype = torch.promote_types(x.dtype, torch.float32)
+        if self.training:
+            n = x.shape[0] * x.shape[2] * x.shape[3]
+            if n < 2:
+                raise ValueError(
+                    "BiasFreeBatchNorm2d needs more than one value per channel when training "
+                    f"(got input of shape {tuple(x.shape)})."
+                )
+            var = x.to(stat_dtype).var(dim=(0, 2, 3), unbiased=False)
+            with torch.no_grad():
+                # Like nn.BatchNorm2d: the running estimate uses the unbiased variance.
+                unbiased = var.detach() * (n / (n - 1))
+                self.running_var.mul_(1.0 - self.momentum).add_(
+                    unbiased.to(self.running_var.dtype), alpha=self.momentum
+                )
+        else:
+            var = self.running_var.to(stat_dtype)
+        scale = self.weight.to(stat_dtype) * torch.rsqrt(var + self.eps)
+        return x * scale.to(x.dtype).view(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+# --- configuration helpers shared by the models in this package ---------------------------
+
+
+def check_int(
+    cls_name: str, name: str, value: Any, bounds: tuple[int, int], why: str = ""
+) -> int:
+    """Return ``value`` if it is an int within ``bounds`` (inclusive), else raise ValueError.
+
+    ``why`` is appended to the message (e.g. where the range comes from).
+    """
+    lo, hi = bounds
+    suffix = f" ({why})" if why else ""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(
+            f"{cls_name}: {name} must be an integer from {lo} to {hi}{suffix}, got {value!r}."
+        )
+    if not lo <= value <= hi:
+        raise ValueError(f"{cls_name}: {name} must be from {lo} to {hi}{suffix}, got {value}.")
+    return value
+
+
+def check_bool(cls_name: str, name: str, value: Any) -> bool:
+    """Return ``value`` if it is a bool, else raise ValueError."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{cls_name}: {name} must be True or False, got {value!r}.")
+    return value
+
+
+def build_from_config(cls: type[nn.Module], d: Mapping[str, Any]) -> nn.Module:
+    """Construct ``cls(**d)`` after checking that every key of ``d`` is a constructor argument.
+
+    Missing keys take the constructor defaults, so checkpoints written before a new
+    argument was added still load.
+    """
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{cls.__name__}.from_config expects a mapping, got {type(d).__name__}.")
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = sorted(set(d) - accepted)
+    if unknown:
+        raise ValueError(
+            f"{cls.__name__}.from_config: unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"accepted keys are {', '.join(sorted(accepted))}."
+        )
+    return cls(**dict(d))
+
+
+class DnCNN(nn.Module):
+    """DnCNN denoiser [Zhang2017], optionally bias-free [Mohan2020].
+
+    Layout: ``forward(x)`` takes ``[B, C_in, H, W]`` and returns ``[B, C_out, H, W]`` for any
+    ``H, W >= 1`` (3 x 3 convolutions with zero padding 1 keep the size, [Zhang2017]
+    Sec. III-B "reducing boundary artifacts").
+
+    Architecture ([Zhang2017] Sec. III-B): layer 1 is Conv(3x3, ``width``)+ReLU; layers
+    2..depth-1 are Conv(3x3, ``width``)+BN+ReLU; the last layer is Conv(3x3, ``out_channels``).
+    With ``residual=True`` the network predicts the noise and the output is
+    ``x - noise`` (residual learning, Sec. III-B); this needs ``in_channels == out_channels``.
+    Convolutions directly followed by BN carry no bias (BN's shift makes it redundant).
+
+    ``bias=False`` gives the bias-free network BF-DnCNN [Mohan2020]: no convolution has a
+    bias and BN is replaced by :class:`BiasFreeBatchNorm2d`, so in eval mode
+    ``f(a x) = a f(x)`` for every ``a > 0``.
+
+    Receptive field (:meth:`receptive_field`): ``2 * depth + 1`` px per side, i.e. 35 px
+    for depth 17 and 41 px for depth 20 ([Zhang2017] Sec. III-A).
+
+    Parameter counts (``sum(p.numel() for p in m.parameters())``):
+
+    - ``DnCNN()``: 556,097 parameters
+    - ``DnCNN(depth=20)``: 667,073 parameters
+    - ``DnCNN(bias=False)``: 555,072 parameters
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Image channels in and out (1 to 256).
+    depth : int
+        Number of convolution layers, 17 to 20 ([Zhang2017] Sec. III-A).
+    width : int
+        Feature maps per hidden layer, 8 to 256 (64 in [Zhang2017]).
+    batch_norm : bool
+        Batch normalisation in the middle layers (bias-free variant when ``bias=False``).
+    bias : bool
+        ``False`` removes every additive constant [Mohan2020].
+    residual : bool
+        Predict the noise and return ``x - noise`` (default) instead of the clean image.
+    """
+
+    PARAM_RANGES: ClassVar[dict[str, tuple[int, int]]] = {
+        "in_channels": (1, 256),
+        "out_channels": (1, 256),
+        "depth": DNCNN_DEPTH_RANGE,
+        "width": (8, 256),
+    }
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        depth: int = 17,
+        width: int = DNCNN_WIDTH,
+        batch_norm: bool = True,
+        bias: bool = True,
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        r = self.PARAM_RANGES
+        self.in_channels = check_int(name, "in_channels", in_channels, r["in_channels"])
+        self.out_channels = check_int(name, "out_channels", out_channels, r["out_channels"])
+        self.depth = check_int(
+            name, "depth", depth, r["depth"],
+            "layers; Zhang et al. 2017 use 17 for a known noise level and 20 for blind denoising",
+        )
+        self.width = check_int(name, "width", width, r["width"])
+        self.batch_norm = check_bool(name, "batch_norm", batch_norm)
+        self.bias = check_bool(name, "bias", bias)
+        self.residual = check_bool(name, "residual", residual)
+        if self.residual and self.in_channels != self.out_channels:
+            raise ValueError(
+                f"{name}: residual=True returns input minus predicted noise, so in_channels "
+                f"({self.in_channels}) must equal out_channels ({self.out_channels})."
+            )
+
+        k, p = DNCNN_KERNEL_SIZE, DNCNN_KERNEL_SIZE // 2
+        layers: list[nn.Module] = [
+            nn.Conv2d(self.in_channels, self.width, k, padding=p, bias=self.bias),
+            nn.ReLU(inplace=True),
+        ]
+        for _ in range(self.depth - 2):
+            layers.append(
+                nn.Conv2d(self.width, self.width, k, padding=p, bias=self.bias and not self.batch_norm)
+            )
+            if self.batch_norm:
+                layers.append(nn.BatchNorm2d(self.width) if self.bias else BiasFreeBatchNorm2d(self.width))
+            layers.append(nn.ReLU(inplace=True))
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Conv2d(self.width, self.out_channels, k, padding=p, bias=self.bias)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # [Zhang2017] Sec. IV-A initialises with He et al. 2015 ("Delving deep into
+        # rectifiers"), i.e. Kaiming normal for ReLU; biases start at zero.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.head(self.body(x))
+        return x - out if self.residual else out
+
+    def receptive_field(self) -> int:
+        """Side length in pixels of the square of input pixels that one output pixel sees."""
+        return self.depth * (DNCNN_KERNEL_SIZE - 1) + 1
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments; ``DnCNN.from_config(m.config())`` rebuilds the architecture."""
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "depth": self.depth,
+            "width": self.width,
+            "batch_norm": self.batch_norm,
+            "bias": self.bias,
+            "residual": self.residual,
+        }
+
+    @classmethod
+    def from_config(cls, d: Mapping[str, Any]) -> DnCNN:
+        """Build from a :meth:`config` dict; unknown keys raise ValueError."""
+        return build_from_config(cls, d)  # type: ignore[return-value]
