@@ -18,6 +18,7 @@ from emcore.dataset import Dataset
 from emcore.display import contrast_limits, downsample_for_display
 
 DEFAULT_EXAMPLE = "hrem"
+MAX_RESULTS = 12
 
 
 # -- session state ---------------------------------------------------------------------
@@ -256,6 +257,13 @@ def add_result(res, requested: dict | None = None, label: str | None = None, tok
         "metrics_cache": {},
     }
     runs.append(entry)
+    # Results are whole arrays (a cube result is as big as the cube): keep a session's memory
+    # bounded by dropping the oldest runs, and say so.
+    while len(runs) > MAX_RESULTS:
+        dropped = runs.pop(0)
+        st.session_state.setdefault("job_notes", []).append(
+            ("stopped", f"The oldest result, {dropped['label']}, was removed to keep memory in check "
+                        f"(at most {MAX_RESULTS} results are kept; export the ones you need)."))
     return entry
 
 

@@ -293,3 +293,14 @@ def test_long_job_shows_progress_and_can_be_stopped():
 
 def ui_results(at):
     return [r for r in at.session_state["results"]] if "results" in at.session_state else []
+
+
+def test_history_is_capped_and_says_so():
+    from pages import ui
+
+    at = _app()
+    for _ in range(ui.MAX_RESULTS + 1):
+        _run_method(at, "wiener")
+    runs = at.session_state["results"]
+    assert len(runs) == ui.MAX_RESULTS and runs[0]["label"] == "wiener #2"
+    assert any("was removed to keep memory in check" in w.value for w in at.warning)
