@@ -33,3 +33,20 @@ def require_shared_data() -> Path:
 def shared_data() -> Path:
     """Path to ``../shared/data`` (real EM sample files); skips, or fails on CI, if absent."""
     return require_shared_data()
+
+
+def pickled_npy_bytes(objects) -> bytes:
+    """An ``.npy`` file holding a pickled object array — what a malicious upload looks like.
+
+    Built by hand (header + pickle payload) so that no test needs to enable pickle loading or
+    saving in NumPy itself.
+    """
+    import io
+    import pickle
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|O", "fortran_order": False, "shape": (len(objects),)})
+    pickle.dump(np.array(objects, dtype=object), buf, protocol=3)
+    return buf.getvalue()

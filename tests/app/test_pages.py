@@ -97,9 +97,9 @@ def test_upload_good_then_bad_keeps_earlier_dataset():
 def test_upload_pickled_npy_is_refused():
     at = _app()
     at.radio(key="data_source").set_value("Upload a file").run()
-    buf = _io.BytesIO()
-    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    at.file_uploader(key="upload_files").set_value(("evil.npy", buf.getvalue(), "application/octet-stream")).run()
+    from tests.conftest import pickled_npy_bytes
+
+    at.file_uploader(key="upload_files").set_value(("evil.npy", pickled_npy_bytes([{"a": 1}]), "application/octet-stream")).run()
     assert not at.exception
     assert _errors(at) and "evil.npy" in _errors(at)[0]
 
