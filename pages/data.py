@@ -60,6 +60,12 @@ else:
     )
     opts = st.session_state.setdefault("load_options", {})
     if files:
+        exts = {f.name.rsplit(".", 1)[-1].lower() for f in files}
+        if len(files) > 1 and not (exts <= {"emi", "ser"} or exts <= {"rpl", "raw"}):
+            # The uploader keeps earlier files: the newest one is the dataset the user means.
+            st.caption(f"Using the newest file, {files[-1].name}; the other {len(files) - 1} in the uploader "
+                       "are ignored (remove them with ✕).")
+            files = files[-1:]
         upload_id = tuple(f.file_id for f in files)
         if opts.get("upload_id") != upload_id:  # a new upload resets choices made for the last one
             opts.clear()

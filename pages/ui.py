@@ -149,6 +149,8 @@ def noise_text(ds: Dataset, model=None) -> str:
     from emcore.noise import Poisson
 
     model = model if model is not None else ds.noise
+    if model is None and ds.is_counts:
+        return "Poisson (shot) noise of raw counts"
     if model is None:
         return "unknown (estimated when a method needs it)"
     if ds.is_counts and isinstance(model, Poisson) and model.dose == 1.0:

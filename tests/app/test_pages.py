@@ -304,3 +304,15 @@ def test_history_is_capped_and_says_so():
     runs = at.session_state["results"]
     assert len(runs) == ui.MAX_RESULTS and runs[0]["label"] == "wiener #2"
     assert any("was removed to keep memory in check" in w.value for w in at.warning)
+
+
+def test_second_upload_replaces_the_first():
+    at = _app()
+    at.radio(key="data_source").set_value("Upload a file").run()
+    a = np.random.default_rng(0).random((32, 40)).astype(np.float32)
+    b = np.random.default_rng(1).random((48, 24)).astype(np.float32)
+    at.file_uploader(key="upload_files").set_value([("a.npy", _npy_bytes(a), "application/octet-stream"),
+                                                    ("b.npy", _npy_bytes(b), "application/octet-stream")]).run()
+    assert not at.exception and not _errors(at)
+    assert at.session_state["dataset"].name == "b.npy" and at.session_state["dataset"].data.shape == (48, 24)
+    assert any("Using the newest file, b.npy" in c.value for c in at.caption)
