@@ -46,6 +46,8 @@ from scipy import ndimage as ndi
 from scipy.special import gammaln
 
 from .errors import EmcoreError
+from .registration import _shift_padding
+from .registration import shift_image as _fourier_shift
 
 EXPLANATIONS: dict[str, str] = {
     "psnr": "Peak signal-to-noise ratio against the clean image, in dB; higher is better "
@@ -416,41 +418,12 @@ def rank_runs(results: Mapping[str, "CountSplitResult | FramePairResult"]) -> li
 # Frame pairs
 # --------------------------------------------------------------------------------------------
 
-# Gaussian smoothing (px) applied only to the copies used for registration: plain cross-
-# correlation of noisy low-dose frames is steadier on lightly smoothed data.
-_REG_SMOOTH = 2.0
-_REG_UPSAMPLE = 10  # registration precision of 1/10 pixel (Guizar-Sicairos et al. 2008)
-
-
 def _register(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
-    from skimage.registration import phase_cross_correlation
+    from .registration import measure_shift
 
-    shift, _, _ = phase_cross_correlation(
-        ndi.gaussian_filter(reference, _REG_SMOOTH),
-        ndi.gaussian_filter(moving, _REG_SMOOTH),
-        upsample_factor=_REG_UPSAMPLE,
-        normalization=None,
-    )
-    return np.asarray(shift, dtype=np.float64)
+    return measure_shift(reference, moving, taper=False)
 
 
-def _shift_padding(n: int, shift: float) -> tuple[int, int]:
-    # Mirror padding keeps the wrap-around edge from ringing into the image; an odd padded
-    # length leaves no Nyquist coefficient, so the Fourier shift is an exact real orthogonal
-    # operator on the padded array (an even length would lose the imaginary part at Nyquist).
-    pad = int(math.ceil(abs(float(shift)))) + 16
-    return pad, 1 if (n + 2 * pad) % 2 == 0 else 0
-
-
-def _fourier_shift(image: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    (h, w), (sr, sc) = image.shape, shift
-    (pr, er), (pc, ec) = _shift_padding(h, sr), _shift_padding(w, sc)
-    padded = np.pad(image, ((pr, pr + er), (pc, pc + ec)), mode="symmetric")
-    out = np.fft.ifft2(ndi.fourier_shift(np.fft.fft2(padded), shift)).real
-    return out[pr : pr + h, pc : pc + w]
-
-
-@lru_cache(maxsize=256)
 def _shift_gain_1d(n: int, shift: float, start: int, stop: int) -> float:
     """Mean noise-variance gain of :func:`_fourier_shift` along one axis of length ``n``.
 
