@@ -18,15 +18,56 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 __all__ = ["BiasFreeBatchNorm2d", "DnCNN"]
 
-# [Zhang2017] Sec. III-A: depth 17 (receptive field 35 x 35) for a known Gaussian noise level,
-# depth 20 for the blind models (DnCNN-B / DnCNN-3); 3 x 3 kernels and 64 feature maps in
-# every hidden layer (Sec. III-B).
+# [Zhang2017] Sec. III-A: depth 17 (receptive field 35 x 35) for Gaussian denoising with a
+# known noise level; Sec. III-E: depth 20 for the blind / general models (DnCNN-B, CDnCNN-B,
+# DnCNN-3); Sec. III-B: 3 x 3 kernels and 64 feature maps in every hidden layer.
 DNCNN_DEPTH_RANGE = (17, 20)
 DNCNN_KERNEL_SIZE = 3
 DNCNN_WIDTH = 64
+
+
+class _BiasFreeBatchNormFn(torch.autograd.Function):
+    """``y = x * w / sqrt(var_B(x) + eps)`` per channel, with a hand-written backward.
+
+    Autograd through ``x.var`` (a Welford reduction and its backward) made the layer cost
+    about 3x ``nn.BatchNorm2d`` on CPU; here the statistics come from the fused batch-norm
+    statistics kernel and the gradient is written out. With ``s = w / sigma``, sums over the
+    batch and pixels of one channel and ``N`` the number of summed values::
+
+        dL/dx = s * g - s / (N * sigma**2) * sum(g * x) * (x - mu)
+        dL/dw = sum(g * x) / sigma
+
+    Statistics and the per-channel sums are kept in at least float32.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):  # type: ignore[override]
+        stat_dtype = torch.promote_types(x.dtype, torch.float32)
+        mean, var = torch.batch_norm_update_stats(x.to(stat_dtype), None, None, 0.0)
+        invstd = torch.rsqrt(var + eps)
+        scale = weight.to(stat_dtype) * invstd
+        ctx.save_for_backward(x, mean, invstd, scale)
+        ctx.weight_dtype = weight.dtype
+        ctx.mark_non_differentiable(var)
+        return x * scale.to(x.dtype).view(1, -1, 1, 1), var
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad, _grad_var):  # type: ignore[override]
+        x, mean, invstd, scale = ctx.saved_tensors
+        n = x.numel() // x.shape[1]
+        sum_gx = (grad.to(mean.dtype) * x.to(mean.dtype)).sum(dim=(0, 2, 3))
+        k = -scale * invstd * invstd * sum_gx / n
+        per_channel = (1, -1, 1, 1)
+        dx = torch.addcmul(
+            (-k * mean).to(x.dtype).view(per_channel), x, k.to(x.dtype).view(per_channel)
+        )
+        dx.addcmul_(grad, scale.to(x.dtype).view(per_channel))
+        return dx, (sum_gx * invstd).to(ctx.weight_dtype), None
 
 
 class BiasFreeBatchNorm2d(nn.Module):
@@ -41,7 +82,8 @@ class BiasFreeBatchNorm2d(nn.Module):
 
     Tensor layout ``[B, C, H, W]`` in and out. Parameters: ``num_features`` (the scale).
     Receptive field 1 x 1. Statistics are computed in at least float32, so the layer is safe
-    under ``torch.autocast(..., dtype=torch.bfloat16)``.
+    under ``torch.autocast(..., dtype=torch.bfloat16)``. The training-mode gradient is
+    hand-written (see ``_BiasFreeBatchNormFn``) and supports first derivatives only.
 
     Parameters
     ----------
@@ -62,27 +104,26 @@ class BiasFreeBatchNorm2d(nn.Module):
         self.register_buffer("running_var", torch.ones(self.num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"BiasFreeBatchNorm2d expects [B, C, H, W], got shape {tuple(x.shape)}")
-        stat_dtype = torch.promote_types(x.dtype, torch.float32)
-        if self.training:
-            n = x.shape[0] * x.shape[2] * x.shape[3]
-            if n < 2:
-                raise ValueError(
-                    "BiasFreeBatchNorm2d needs more than one value per channel when training "
-                    f"(got input of shape {tuple(x.shape)})."
-                )
-            var = x.to(stat_dtype).var(dim=(0, 2, 3), unbiased=False)
-            with torch.no_grad():
-                # Like nn.BatchNorm2d: the running estimate uses the unbiased variance.
-                unbiased = var.detach() * (n / (n - 1))
-                self.running_var.mul_(1.0 - self.momentum).add_(
-                    unbiased.to(self.running_var.dtype), alpha=self.momentum
-                )
-        else:
-            var = self.running_var.to(stat_dtype)
-        scale = self.weight.to(stat_dtype) * torch.rsqrt(var + self.eps)
-        return x * scale.to(x.dtype).view(1, -1, 1, 1)
+        if x.dim() != 4 or x.shape[1] != self.num_features:
+            raise ValueError(
+                f"BiasFreeBatchNorm2d({self.num_features}) expects "
+                f"[B, {self.num_features}, H, W], got shape {tuple(x.shape)}."
+            )
+        if not self.training:
+            var = self.running_var.to(torch.promote_types(x.dtype, torch.float32))
+            scale = self.weight.to(var.dtype) * torch.rsqrt(var + self.eps)
+            return x * scale.to(x.dtype).view(1, -1, 1, 1)
+        n = x.numel() // x.shape[1]
+        if n < 2:
+            raise ValueError(
+                "BiasFreeBatchNorm2d needs more than one value per channel when training "
+                f"(got input of shape {tuple(x.shape)})."
+            )
+        y, var = _BiasFreeBatchNormFn.apply(x, self.weight, self.eps)
+        with torch.no_grad():
+            # Like nn.BatchNorm2d: the running estimate uses the unbiased batch variance.
+            self.running_var.lerp_((var * (n / (n - 1))).to(self.running_var.dtype), self.momentum)
+        return y
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
@@ -123,7 +164,9 @@ def build_from_config(cls: type[nn.Module], d: Mapping[str, Any]) -> nn.Module:
     argument was added still load.
     """
     if not isinstance(d, Mapping):
-        raise ValueError(f"{cls.__name__}.from_config expects a mapping, got {type(d).__name__}.")
+        raise ValueError(
+            f"{cls.__name__}.from_config expects a mapping, got {type(d).__name__}."
+        )
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     unknown = sorted(set(d) - accepted)
     if unknown:
@@ -152,7 +195,7 @@ class DnCNN(nn.Module):
     ``f(a x) = a f(x)`` for every ``a > 0``.
 
     Receptive field (:meth:`receptive_field`): ``2 * depth + 1`` px per side, i.e. 35 px
-    for depth 17 and 41 px for depth 20 ([Zhang2017] Sec. III-A).
+    for depth 17 and 41 px for depth 20 ([Zhang2017] Sec. III-A and III-E).
 
     Parameter counts (``sum(p.numel() for p in m.parameters())``):
 
@@ -160,12 +203,19 @@ class DnCNN(nn.Module):
     - ``DnCNN(depth=20)``: 667,073 parameters
     - ``DnCNN(bias=False)``: 555,072 parameters
 
+    Training speed, measured (Adam step on a ``4 x 1 x 128 x 128`` batch, 2 cores of an
+    AMD EPYC with AVX-512, torch 2.13 CPU, ``torch.set_num_threads(2)``, median of 10 steps
+    after 3 warm-ups, repeated on a shared machine): ``DnCNN()`` about 1.0 s/step
+    (0.9-1.2 steps/s), 2.4-2.9 steps/s under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
+    It is convolution-bound: 9.08 GMAC per 128 x 128 image forward, four times the
+    ``UNet()`` default.
+
     Parameters
     ----------
     in_channels, out_channels : int
         Image channels in and out (1 to 256).
     depth : int
-        Number of convolution layers, 17 to 20 ([Zhang2017] Sec. III-A).
+        Number of convolution layers, 17 to 20 ([Zhang2017] Sec. III-A, III-E).
     width : int
         Feature maps per hidden layer, 8 to 256 (64 in [Zhang2017]).
     batch_norm : bool
@@ -200,7 +250,7 @@ class DnCNN(nn.Module):
         self.out_channels = check_int(name, "out_channels", out_channels, r["out_channels"])
         self.depth = check_int(
             name, "depth", depth, r["depth"],
-            "layers; Zhang et al. 2017 use 17 for a known noise level and 20 for blind denoising",
+            "layers; Zhang et al. 2017 use 17 for one known noise level, 20 for blind denoising",
         )
         self.width = check_int(name, "width", width, r["width"])
         self.batch_norm = check_bool(name, "batch_norm", batch_norm)
@@ -219,14 +269,22 @@ class DnCNN(nn.Module):
         ]
         for _ in range(self.depth - 2):
             layers.append(
-                nn.Conv2d(self.width, self.width, k, padding=p, bias=self.bias and not self.batch_norm)
+                nn.Conv2d(
+                    self.width, self.width, k, padding=p, bias=self.bias and not self.batch_norm
+                )
             )
             if self.batch_norm:
-                layers.append(nn.BatchNorm2d(self.width) if self.bias else BiasFreeBatchNorm2d(self.width))
+                norm = nn.BatchNorm2d if self.bias else BiasFreeBatchNorm2d
+                layers.append(norm(self.width))
             layers.append(nn.ReLU(inplace=True))
         self.body = nn.Sequential(*layers)
         self.head = nn.Conv2d(self.width, self.out_channels, k, padding=p, bias=self.bias)
         self._init_weights()
+        # Convolution weights are stored channels-last (NHWC), which makes oneDNN run every
+        # convolution in NHWC whatever the input layout: 1.0-1.2x the training steps/s on
+        # CPU (1.3x for the UNet), see the class docstring. Inputs in either layout work;
+        # the output is contiguous.
+        self.to(memory_format=torch.channels_last)
 
     def _init_weights(self) -> None:
         # [Zhang2017] Sec. IV-A initialises with He et al. 2015 ("Delving deep into
@@ -239,7 +297,7 @@ class DnCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.head(self.body(x))
-        return x - out if self.residual else out
+        return (x - out if self.residual else out).contiguous()
 
     def receptive_field(self) -> int:
         """Side length in pixels of the square of input pixels that one output pixel sees."""

@@ -256,3 +256,24 @@ def test_dtypes_memory_format_and_bf16_autocast(cls):
         loss = m(x).float().square().mean()
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in m.parameters())
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_bias_free_batch_norm_training_gradient_and_statistics(memory_format):
+    """The hand-written backward of the bias-free batch norm matches finite differences,
+    and its forward/running variance match the definition (Mohan et al. 2020, Sec. 3)."""
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(3, 4, 5, 6, generator=g, dtype=torch.float64) * 2 + 1).contiguous(
+        memory_format=memory_format
+    )
+    bn = models.BiasFreeBatchNorm2d(4).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2.0, generator=g)
+    torch.autograd.gradcheck(bn, (x.requires_grad_(True),))
+    bn = models.BiasFreeBatchNorm2d(4, momentum=0.25).double()
+    y = bn(x)
+    var = x.detach().var(dim=(0, 2, 3), unbiased=False)
+    torch.testing.assert_close(y, x / torch.sqrt(var + bn.eps).view(1, -1, 1, 1))
+    torch.testing.assert_close(
+        bn.running_var, 0.75 + 0.25 * x.detach().var(dim=(0, 2, 3), unbiased=True)
+    )
