@@ -1113,7 +1113,7 @@ def load_weights(model_factory_or_module: nn.Module | Callable[..., nn.Module], 
             )
         try:
             model = target(**config)
-        except TypeError as err:
+        except (TypeError, ValueError) as err:  # unknown keys, or values out of the model's ranges
             raise EmcoreError(
                 f"{path.name} holds weights for {_describe(name, config)}, which this model cannot be built "
                 f"from ({err}); choose the matching model or weights file."

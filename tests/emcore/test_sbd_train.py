@@ -78,3 +78,18 @@ def test_train_cli_writes_loadable_weights_and_card(tmp_path):
     assert read_weights(out)["card"]["steps"] == 12
     with pytest.raises(EmcoreError, match="tiny.pt"):
         load_weights(models.DnCNN(depth=17, width=8), out)
+
+
+def test_weights_with_out_of_range_config_give_a_sentence(tmp_path):
+    import models
+    from emcore.training import load_weights, save_weights
+
+    net = models.UNet(scales=2, base=16)
+    path = save_weights(net, tmp_path / "odd.pt", {"note": "edited"})
+    import torch
+
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    data["config"]["scales"] = 9  # outside 2..6: the constructor refuses it
+    torch.save(data, path)
+    with pytest.raises(EmcoreError, match="odd.pt"):
+        load_weights(models.UNet, path)
