@@ -37,7 +37,33 @@ def _to_tensors(pairs) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-class FramePairs:
+class _PatchPairs:
+    """Shared batching and fixed validation of the pair sources (subclasses define ``_pair``)."""
+
+    n_val: int
+    val_seed: int
+    _val = None
+    _val_has_clean = False
+
+    @property
+    def max_patch(self) -> int:
+        raise NotImplementedError
+
+    def _pair(self, patch: int, rng: np.random.Generator):
+        raise NotImplementedError
+
+    def batch(self, batch_size: int, patch_size: int, rng: np.random.Generator):
+        return _to_tensors([self._pair(int(patch_size), rng) for _ in range(int(batch_size))])
+
+    def validation(self):
+        if self._val is None and self.n_val > 0:
+            patch = min(128, self.max_patch)
+            x, y = self.batch(self.n_val, patch, np.random.default_rng(self.val_seed))
+            self._val = [(x, y, y if self._val_has_clean else None)]
+        return self._val or []
+
+
+class FramePairs(_PatchPairs):
     """Noise2Noise pairs: a crop of one registered frame as input, the same crop of another as target.
 
     Parameters
@@ -81,19 +107,11 @@ class FramePairs:
         b = self.frames[j, r:r + patch, c:c + patch]
         return _norm_pair(*_augment(a, b, rng))
 
-    def batch(self, batch_size: int, patch_size: int, rng: np.random.Generator):
-        return _to_tensors([self._pair(int(patch_size), rng) for _ in range(int(batch_size))])
 
-    def validation(self):
-        if self._val is None and self.n_val > 0:
-            patch = min(128, self.max_patch)
-            x, y = self.batch(self.n_val, patch, np.random.default_rng(self.val_seed))
-            self._val = [(x, y, None)]
-        return self._val or []
-
-
-class ImagePairs:
+class ImagePairs(_PatchPairs):
     """Supervised pairs from the user's noisy and clean images (same shape: image or stack)."""
+
+    _val_has_clean = True
 
     def __init__(self, noisy, clean, *, n_val: int = 4, val_seed: int = 54321):
         n, c = np.asarray(noisy, np.float32), np.asarray(clean, np.float32)
@@ -118,13 +136,3 @@ class ImagePairs:
         i = int(rng.integers(t))
         r, c = int(rng.integers(h - patch + 1)), int(rng.integers(w - patch + 1))
         return _norm_pair(*_augment(self.noisy[i, r:r + patch, c:c + patch], self.clean[i, r:r + patch, c:c + patch], rng))
-
-    def batch(self, batch_size: int, patch_size: int, rng: np.random.Generator):
-        return _to_tensors([self._pair(int(patch_size), rng) for _ in range(int(batch_size))])
-
-    def validation(self):
-        if self._val is None and self.n_val > 0:
-            patch = min(128, self.max_patch)
-            x, y = self.batch(self.n_val, patch, np.random.default_rng(self.val_seed))
-            self._val = [(x, y, y)]
-        return self._val or []
