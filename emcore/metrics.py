@@ -424,6 +424,7 @@ def _register(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
     return measure_shift(reference, moving, taper=False)
 
 
+@lru_cache(maxsize=256)
 def _shift_gain_1d(n: int, shift: float, start: int, stop: int) -> float:
     """Mean noise-variance gain of :func:`_fourier_shift` along one axis of length ``n``.
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .dataset import Dataset
 from .errors import EmcoreError
-from .progress import Progress, ProgressFn, StopFn
+from .progress import ProgressFn, StopFn
 
 MethodKind = Literal["classical", "supervised", "self-supervised"]
 ParamType = Literal["float", "int", "bool", "choice"]
@@ -99,20 +99,6 @@ class RunContext:
     should_stop: StopFn | None = None
     log: list[str] = field(default_factory=list)
     resolved: dict[str, Any] = field(default_factory=dict)
-    started: float = field(default_factory=time.perf_counter)
-
-    def report(self, step: int, total: int, message: str = "", **extra) -> None:
-        """Send a :class:`Progress` (no-op without a callback)."""
-        if self.progress is None:
-            return
-        elapsed = time.perf_counter() - self.started
-        eta = elapsed / step * (total - step) if step > 0 and total >= step else None
-        self.progress(Progress(step=step, total=total, elapsed=elapsed, eta=eta, message=message, **extra))
-
-    def check_stop(self, what: str = "") -> None:
-        """Raise :class:`Stopped` when a stop was requested."""
-        if self.should_stop is not None and self.should_stop():
-            raise Stopped(f"Stopped on request{(' ' + what) if what else ''}.")
 
 
 @dataclass(frozen=True)

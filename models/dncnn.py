@@ -157,6 +157,22 @@ def check_bool(cls_name: str, name: str, value: Any) -> bool:
     return value
 
 
+def init_relu_network(module: nn.Module) -> None:
+    """Kaiming-normal convolution weights for ReLU (He et al. 2015), zero biases, NHWC weights.
+
+    Convolution weights are stored channels-last (NHWC), which makes oneDNN run every
+    convolution in NHWC whatever the input layout (converting only the input does not):
+    1.0-1.2x the training steps/s on CPU for DnCNN, 1.3x for the UNet. Inputs in either
+    layout work; the models return contiguous outputs.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    module.to(memory_format=torch.channels_last)
+
+
 def build_from_config(cls: type[nn.Module], d: Mapping[str, Any]) -> nn.Module:
     """Construct ``cls(**d)`` after checking that every key of ``d`` is a constructor argument.
 
@@ -279,21 +295,8 @@ class DnCNN(nn.Module):
             layers.append(nn.ReLU(inplace=True))
         self.body = nn.Sequential(*layers)
         self.head = nn.Conv2d(self.width, self.out_channels, k, padding=p, bias=self.bias)
-        self._init_weights()
-        # Convolution weights are stored channels-last (NHWC), which makes oneDNN run every
-        # convolution in NHWC whatever the input layout: 1.0-1.2x the training steps/s on
-        # CPU (1.3x for the UNet), see the class docstring. Inputs in either layout work;
-        # the output is contiguous.
-        self.to(memory_format=torch.channels_last)
-
-    def _init_weights(self) -> None:
-        # [Zhang2017] Sec. IV-A initialises with He et al. 2015 ("Delving deep into
-        # rectifiers"), i.e. Kaiming normal for ReLU; biases start at zero.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        # [Zhang2017] Sec. IV-A initialises with He et al. 2015 ("Delving deep into rectifiers").
+        init_relu_network(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.head(self.body(x))

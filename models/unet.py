@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dncnn import BiasFreeBatchNorm2d, build_from_config, check_bool, check_int
+from .dncnn import BiasFreeBatchNorm2d, build_from_config, check_bool, check_int, init_relu_network
 
 __all__ = ["UNet"]
 
@@ -188,20 +188,8 @@ class UNet(nn.Module):
                 )
             )
         self.head = nn.Conv2d(ch[0], self.out_channels, 1, bias=self.bias)
-        self._init_weights()
-        # Convolution weights are stored channels-last (NHWC), which makes oneDNN run every
-        # convolution in NHWC whatever the input layout (converting only the input does not):
-        # 1.3x the training steps/s on CPU, see the class docstring. Inputs in either layout
-        # work; the output is contiguous.
-        self.to(memory_format=torch.channels_last)
-
-    def _init_weights(self) -> None:
         # [Ronneberger2015] Sec. 3: Gaussian weights with std sqrt(2 / fan_in) (He et al. 2015).
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_relu_network(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h_in, w_in = x.shape[-2:]

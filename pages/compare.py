@@ -199,10 +199,16 @@ if ds.kind == "cube":
 # -- metrics without ground truth -------------------------------------------------------
 st.subheader("Metrics without a ground truth")
 model = None
-try:
-    model = evaluate.noise_model_of(ds)
-except EmcoreError as err:
-    st.caption(str(err))
+noise_memo = ui.derived()
+if "noise_model" not in noise_memo:  # a blind estimate scans the data: once per dataset
+    try:
+        noise_memo["noise_model"] = evaluate.noise_model_of(ds)
+    except EmcoreError as err:
+        noise_memo["noise_model"] = str(err)
+if isinstance(noise_memo["noise_model"], str):
+    st.caption(noise_memo["noise_model"])
+else:
+    model = noise_memo["noise_model"]
 if model is not None and picked:
     st.markdown(f"**Residual checks** under {ui.noise_text(ds, model)}. {EXPLANATIONS['residual']}")
     rep_rows, maps = [], []

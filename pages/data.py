@@ -151,7 +151,10 @@ if ds is None:
 
 # -- summary -----------------------------------------------------------------------
 st.subheader(ds.name)
-summary = ds.summary()
+derived = ui.derived()
+if "summary" not in derived:  # sums over a whole cube: once per dataset, not on every slider move
+    derived["summary"] = ds.summary()
+summary = derived["summary"]
 cal = ds.calibration
 m = st.columns(4)
 m[0].metric("Kind", ds.kind)
@@ -196,7 +199,6 @@ elif ds.kind == "stack":
 else:
     n = ds.data.shape[2]
     energy = ds.energy_axis()
-    derived = ui.derived()
     if "spectrum" not in derived:  # the summed spectrum is reused on every slider move
         derived["spectrum"] = summed_spectrum(ds.data)
     if ds.ground_truth is not None and "spectrum_gt" not in derived:

@@ -431,18 +431,10 @@ def denoise_wiener_stack(
             f"denoise_wiener_stack takes a (T, H, W) stack, but the data has shape {data.shape}."
         )
     _check_spatial(data.shape[1], data.shape[2], "frame")
-    out = np.array(data, dtype=np.float32, copy=True)
-    flat = data.reshape(data.shape[0], -1)
-    varying = flat.max(axis=1) > flat.min(axis=1)
-    if not varying.any():
-        raise EmcoreError("Every frame of the stack is constant: nothing to denoise.")
-    total = data.shape[0]
-    for t in range(total):
-        if varying[t]:
-            res, _ = _filter_batch(data[t][:, :, None], mode, noise_power, int(window), float(highfreq_fraction))
-            out[t] = res[:, :, 0]
-        _report(progress, t + 1, total, t0, f"frame {t + 1} of {total}")
-    return out
+    # Frames are filtered like the energy slices of a cube: batched FFTs over (H, W).
+    out = _filter_slices(np.moveaxis(data, 0, -1), mode, noise_power, window, highfreq_fraction,
+                         progress, t0, "frame", "Every frame of the stack is constant: nothing to denoise.")
+    return np.ascontiguousarray(np.moveaxis(out, -1, 0))
 
 
 def denoise_wiener_cube(
@@ -483,11 +475,19 @@ def denoise_wiener_cube(
             f"denoise_wiener_cube takes an (H, W, E) spectrum image, but the data has shape {data.shape}."
         )
     _check_spatial(data.shape[0], data.shape[1], "spectrum image")
+    return _filter_slices(data, mode, noise_power, window, highfreq_fraction, progress, t0, "slice",
+                          "Every energy slice of the spectrum image is constant: nothing to denoise.")
+
+
+def _filter_slices(data, mode, noise_power, window, highfreq_fraction, progress, t0, what: str, all_constant: str):
+    """Filter every 2-D slice of an ``(H, W, N)`` array in memory-bounded batches.
+
+    Constant slices (empty channels, blank frames) are passed through unchanged.
+    """
     out = np.array(data, dtype=np.float32, copy=True)
-    varying = data.max(axis=(0, 1)) > data.min(axis=(0, 1))
-    idx = np.flatnonzero(varying)
+    idx = np.flatnonzero(data.max(axis=(0, 1)) > data.min(axis=(0, 1)))
     if idx.size == 0:
-        raise EmcoreError("Every energy slice of the spectrum image is constant: nothing to denoise.")
+        raise EmcoreError(all_constant)
     total = idx.size
     plan = _Plan(data.shape[0], data.shape[1], highfreq_fraction)
     chunk = int(min(256, max(1, _CUBE_BATCH_PIXELS // (plan.hp * plan.wp))))
@@ -496,5 +496,5 @@ def denoise_wiener_cube(
         res, _ = _filter_batch(data[:, :, sel], mode, noise_power, int(window), float(highfreq_fraction))
         out[:, :, sel] = res
         done = min(start + chunk, total)
-        _report(progress, done, total, t0, f"slice {done} of {total}")
+        _report(progress, done, total, t0, f"{what} {done} of {total}")
     return out
