@@ -20,7 +20,7 @@ from .errors import EmcoreError
 from .progress import ProgressFn, StopFn
 
 MethodKind = Literal["classical", "supervised", "self-supervised"]
-ParamType = Literal["float", "int", "bool", "choice"]
+ParamType = Literal["float", "int", "bool", "choice", "path"]
 
 
 class Stopped(EmcoreError):
@@ -32,7 +32,10 @@ class Param:
     """A declared method parameter.
 
     ``default=None`` with ``auto=True`` means "estimated from the data unless given"; the
-    value actually used is reported in :attr:`DenoiseResult.params`.
+    value actually used is reported in :attr:`DenoiseResult.params`. A ``"path"`` parameter
+    names a file (e.g. a weights file); ``None`` or an empty string means "the built-in
+    default". The app fills it from an upload saved under a name of its own, never the
+    uploaded name.
     """
 
     name: str
@@ -53,6 +56,9 @@ class Param:
     def coerce(self, value: Any, method: str) -> Any:
         """Validate ``value`` (a Python value or a CLI string) and return it typed."""
         where = f"Parameter '{self.name}' of {method}"
+        if self.type == "path":
+            text = "" if value is None else str(value).strip()
+            return text or None
         if value is None or (isinstance(value, str) and value.strip().lower() in ("auto", "none", "")):
             if self.auto:
                 return None
@@ -99,6 +105,8 @@ class RunContext:
     should_stop: StopFn | None = None
     log: list[str] = field(default_factory=list)
     resolved: dict[str, Any] = field(default_factory=dict)
+    # What a learned method leaves for inspection (see DenoiseResult.artifacts).
+    artifacts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,9 @@ class Method:
     run: Callable[[Dataset, dict, RunContext], np.ndarray]
     uses_torch: bool = False
     details: str = ""
+    # The smallest run that still exercises the whole method (tiny training budgets): used by
+    # the contract test and quick benchmarks so learned methods finish in seconds.
+    quick: dict = field(default_factory=dict)
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -186,6 +197,17 @@ class DenoiseResult:
     seconds: float
     device: str
     log: tuple[str, ...] = ()
+    # Learned methods leave here what the "what is the network looking at?" view needs:
+    #   "apply": callable(torch.Tensor) -> torch.Tensor, differentiable, deterministic, on
+    #            the CPU, mapping input data in the dataset's units (an image (H, W), or a
+    #            cube (H, W, E)) to the method's output of the same shape; it works on crops
+    #            (any size at least "min_size") with the normalisation of the whole input
+    #            fixed, so a pixel's filter can be taken on a window around it;
+    #   "receptive_field": int, pixels the output at a pixel can depend on (side length);
+    #   "min_size": int, the smallest crop side "apply" accepts;
+    #   "training": list of dict, the training history (when the method trained).
+    # Not part of to_dict(): these are live objects.
+    artifacts: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"method": self.method, "params": self.params, "seconds": round(self.seconds, 4),
@@ -270,4 +292,5 @@ def denoise(
     if not np.all(np.isfinite(out)):
         raise EmcoreError(f"{m.label} produced NaN or infinite values on {dataset.name}; try other parameters.")
     used = {**values, **ctx.resolved}
-    return DenoiseResult(data=out, method=m.name, params=used, seconds=seconds, device=ctx.device, log=tuple(ctx.log))
+    return DenoiseResult(data=out, method=m.name, params=used, seconds=seconds, device=ctx.device, log=tuple(ctx.log),
+                         artifacts=dict(ctx.artifacts))

@@ -170,6 +170,8 @@ def param_widgets(method, container=None) -> dict:
     values = {}
     for p in method.params:
         key = f"p_{method.name}_{p.name}"
+        if p.type == "path":
+            continue  # files (e.g. weights) are chosen by the page itself, from an upload
         if p.auto:
             auto = c.checkbox(f"{p.title}: estimate from the data", value=True, key=key + "_auto", help=p.help)
             if auto:
@@ -254,6 +256,7 @@ def add_result(res, requested: dict | None = None, label: str | None = None, tok
         "device": res.device,
         "data": res.data,
         "log": list(res.log),
+        "artifacts": dict(getattr(res, "artifacts", {}) or {}),
         "dataset_token": token,
         "metrics": {},
         "metrics_cache": {},
