@@ -123,19 +123,23 @@ def _cmd_denoise(args) -> int:
 def _cmd_train(args) -> int:
     import shlex
 
-    from .sbd import SimulatedPairs
-    from .training import MSELoss, TrainConfig, save_weights, train
+    from .methods.supervised import TrainingPlan, train_network
 
-    import models
+    dataset = clean = None
+    if args.source in ("frames", "pairs"):
+        if not args.data:
+            raise EmcoreError(f"--source {args.source} trains on your data: give it with --data FILE.")
+        from . import io
 
-    if args.model == "dncnn":
-        model = models.DnCNN(depth=args.depth, width=args.width, bias=not args.bias_free)
-    else:
-        model = models.UNet(scales=args.scales, base=args.base, bias=not args.bias_free)
-    source = SimulatedPairs(dose_range=(args.dose_min, args.dose_max), noise=args.noise, n_val=args.val_patches)
-    config = TrainConfig(steps=args.steps, max_seconds=args.max_seconds, batch_size=args.batch, patch_size=args.patch,
-                         lr=args.lr, schedule="cosine", warmup_steps=min(200, args.steps // 20 if args.steps else 0),
-                         val_every=args.val_every, seed=args.seed, device=args.device)
+        dataset = io.load(args.data, kind=args.kind)
+        if args.clean:
+            clean = io.load(args.clean, kind=dataset.kind).data
+    plan = TrainingPlan(model=args.model, source=args.source, steps=args.steps, max_seconds=args.max_seconds,
+                        batch_size=args.batch, patch_size=args.patch, lr=args.lr, seed=args.seed, device=args.device,
+                        dose_min=args.dose_min, dose_max=args.dose_max, noise=args.noise, scales=args.scales,
+                        base=args.base, depth=args.depth, width=args.width, bias_free=args.bias_free,
+                        start_from_shipped=args.finetune, val_every=args.val_every, val_patches=args.val_patches,
+                        cache=args.cache)
     last = [0.0]
 
     def progress(p):
@@ -145,23 +149,27 @@ def _cmd_train(args) -> int:
             print(f"  step {p.step}/{p.total}  loss {p.losses.get('train', float('nan')):.4g}"
                   + (f"  val PSNR {val:.2f} dB" if val is not None else ""), file=sys.stderr, flush=True)
 
-    result = train(model, source, MSELoss(), config, progress=progress,
-                   checkpoint_dir=args.checkpoints, resume=args.resume)
-    best_psnr = max((h["val_psnr"] for h in result.history if h.get("val_psnr") is not None), default=None)
-    card = {
-        "command": "python -m emcore " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.record_argv else None,
-        "model": args.model, "config": model.config(), "steps": result.steps_done, "status": result.status,
-        "dose_range": [args.dose_min, args.dose_max], "noise": args.noise, "seed": args.seed,
-        "batch": result.batch_size, "patch": result.patch_size, "lr": args.lr,
-        "validation_psnr_db": best_psnr, "device": result.device, "seconds": round(result.seconds, 1),
-        "data": "emcore.simulate HRTEM phantoms (simulation-based training; no files)",
-        "input_normalisation": "divide by the image mean (emcore.sbd.normalise)",
-    }
-    out = save_weights(model, args.out, card)
-    Path(str(out) + ".json").write_text(json.dumps(card, indent=2))
-    print(json.dumps({"weights": str(out), **{k: card[k] for k in ("model", "steps", "status", "validation_psnr_db", "seconds")}},
+    command = "python -m emcore " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.record_argv else None
+    # SIGTERM (or Ctrl-C) ends the run cleanly at the next step: the best weights so far are
+    # still written, with the card saying the run was stopped.
+    import signal
+
+    stop = []
+
+    def ask_stop(signum, frame):
+        if stop:
+            raise KeyboardInterrupt
+        stop.append(signum)
+        print("  stopping at the next step (again to abort)…", file=sys.stderr, flush=True)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, ask_stop)
+    trained = train_network(plan, dataset, clean=clean, out=args.out, progress=progress, should_stop=lambda: bool(stop),
+                            checkpoint_dir=args.checkpoints, resume=args.resume, command=command)
+    card = trained.card
+    print(json.dumps({"weights": str(trained.path), **{k: card[k] for k in ("model", "steps", "status", "validation_psnr_db", "seconds")}},
                      default=_jsonable))
-    return 0 if result.status != "diverged" else 2
+    return 0 if trained.result.status != "diverged" else 2
 
 
 def _cmd_bench(args) -> int:
@@ -224,8 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     d.set_defaults(func=_cmd_denoise)
 
-    t = sub.add_parser("train", help="train DnCNN or UNet on simulated HRTEM pairs (simulation-based denoising)")
+    t = sub.add_parser("train", help="train DnCNN or UNet: on simulated HRTEM pairs (simulation-based denoising), "
+                                     "Noise2Noise from a stack, or noisy/clean pairs")
     t.add_argument("model", choices=["dncnn", "unet"])
+    t.add_argument("--source", choices=["simulated", "physics", "frames", "pairs"], default="simulated",
+                   help="simulated phantoms (default); 'physics': the abTEM multislice set made by "
+                        "benchmarks/make_abtem_set.py (--cache); 'frames': Noise2Noise from the frames of --data "
+                        "(a stack); 'pairs': --data and its clean version --clean")
+    t.add_argument("--cache", help="the abTEM set (.npz) for --source physics (default runs/abtem_set.npz)")
+    t.add_argument("--data", help="your noisy image or stack (for --source frames/pairs)")
+    t.add_argument("--clean", help="the clean version of --data (for --source pairs)")
+    t.add_argument("--kind", choices=["image", "stack"], help="how to read --data")
+    t.add_argument("--finetune", action="store_true", help="start from the shipped weights of the same architecture")
     t.add_argument("--out", required=True, help="weights file to write (.pt); a JSON card is written beside it")
     t.add_argument("--steps", type=int, default=2000)
     t.add_argument("--max-seconds", type=float, default=None)
@@ -233,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patch", type=int, default=128)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--dose-min", type=float, default=0.3, help="e-/pixel")
-    t.add_argument("--dose-max", type=float, default=5.0)
+    t.add_argument("--dose-max", type=float, default=20.0)
     t.add_argument("--noise", choices=["poisson", "poisson_gaussian", "mixed"], default="mixed")
     t.add_argument("--scales", type=int, default=4)
     t.add_argument("--base", type=int, default=32)

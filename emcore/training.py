@@ -979,7 +979,7 @@ def _read_dict(path: Path, fmt: str, what: str) -> dict:
 
 def _describe(name: str | None, config: dict | None) -> str:
     name = name or "model"
-    art = "an" if name[:1].lower() in "aeiou" else "a"
+    art = "an" if name[:1].lower() in "aeio" else "a"
     if not config:
         return f"{art} {name}"
     return f"{art} {name} with " + ", ".join(f"{k} {v}" for k, v in config.items())

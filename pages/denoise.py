@@ -33,10 +33,37 @@ if m.details:
 if others:
     st.caption("Not for this kind of data: " + ", ".join(f"{o.label} ({'/'.join(o.accepts)})" for o in others))
 
-with st.form(f"params_{m.name}"):
-    values = ui.param_widgets(m)
-    seed = int(st.number_input("Seed", 0, 1_000_000, 0, key="denoise_seed", help="Same seed, same result."))
-    run = st.form_submit_button("Run", type="primary")
+training_plan = None
+if m.kind == "supervised":
+    # Where the network's weights come from: shipped, a file, or a training run now.
+    source = st.radio("Weights", ["shipped", "upload", "train"], horizontal=True, key=f"weights_src_{m.name}",
+                      format_func={"shipped": "Shipped (trained on simulated HRTEM)", "upload": "Upload a weights file",
+                                   "train": "Train now"}.get)
+    if source == "upload":
+        upl = st.file_uploader("Weights file (.pt, written by this workbench)", type=["pt"], key=f"weights_file_{m.name}")
+        if upl is not None:
+            path, err = ui.check_weights_upload(m.name, upl)
+            if err:
+                ui.show_error(err)
+            else:
+                st.session_state[f"weights_path_{m.name}"] = path
+                st.caption(f"Using {upl.name}.")
+    elif source == "train":
+        training_plan = ui.training_form(m, ds)
+
+if training_plan is None:
+    with st.form(f"params_{m.name}"):
+        values = ui.param_widgets(m)
+        seed = int(st.number_input("Seed", 0, 1_000_000, 0, key="denoise_seed", help="Same seed, same result."))
+        run = st.form_submit_button("Run", type="primary")
+    if m.kind == "supervised" and source == "upload":
+        values["weights"] = st.session_state.get(f"weights_path_{m.name}")
+        if run and values["weights"] is None:
+            ui.show_error("Upload a weights file first, or choose the shipped weights.")
+            run = False
+else:
+    plan, clean, run = training_plan
+    values, seed = {}, plan.seed if plan is not None else 0
 
 blocked = False
 if m.name == "bm3d" and ds.kind == "cube":
@@ -51,11 +78,21 @@ if m.name == "bm3d" and ds.kind == "cube":
 if run and not blocked:
     token = st.session_state.dataset_token
     data, name, params = ds, m.name, dict(values)
+    slot = ui.job_slot(m)
+    if training_plan is not None:
+        from emcore.methods.supervised import train_and_denoise
 
-    def job(progress, should_stop):
-        return denoise(data, name, progress=progress, should_stop=should_stop, seed=seed, **params)
+        def job(progress, should_stop):
+            return train_and_denoise(plan, data, clean=clean, progress=progress, should_stop=should_stop)
 
-    ui.jobs().submit(ui.owner_id(), f"{m.label} on {ds.name}", job, slot="cpu",
+        label = f"Training {m.label} ({plan.source} data) for {ds.name}"
+        params = {"training_source": plan.source, "training_steps": plan.steps}
+    else:
+        def job(progress, should_stop):
+            return denoise(data, name, progress=progress, should_stop=should_stop, seed=seed, **params)
+
+        label = f"{m.label} on {ds.name}"
+    ui.jobs().submit(ui.owner_id(), label, job, slot=slot,
                      meta={"requested": params, "dataset_token": token, "method": m.name})
     st.rerun()
 
@@ -81,7 +118,7 @@ def running_jobs() -> None:
                     st.rerun()
                 continue
             eta = f", about {p.eta:.0f} s left" if p is not None and p.eta is not None else ""
-            head.markdown(f"**{j.label}** — {j.state} on {j.slot}{eta}")
+            head.markdown(f"**{j.label}** — {j.state} ({ui.slot_words(j.slot)}){eta}")
             if j.state == "running" and btn.button("Stop", key=f"stop_{j.id}"):
                 ui.jobs().cancel(j.id)
             st.progress(p.fraction if p is not None else 0.0, text=(p.message if p is not None and p.message else "starting…"))
@@ -103,5 +140,14 @@ if ui.jobs().jobs_for(ui.owner_id()):
     running_jobs()
 
 done = ui.results_for_current()
+trained = [r for r in done if r.get("artifacts", {}).get("weights_path")]
+if trained:
+    last = trained[-1]
+    wbytes = ui.trained_weights_bytes(last["artifacts"]["weights_path"])
+    if wbytes is not None:
+        st.download_button(f"Download the weights trained for {last['label']}", wbytes,
+                           file_name=f"{last['method']}_trained.pt", key="dl_weights",
+                           help="Use them later with 'Upload a weights file', or from the CLI: "
+                                f"python -m emcore denoise FILE --method {last['method']} --set weights=FILE")
 if done:
     st.page_link("pages/compare.py", label=f"Compare {len(done)} result(s)", icon=":material/compare:")

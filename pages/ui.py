@@ -194,6 +194,111 @@ def param_widgets(method, container=None) -> dict:
     return values
 
 
+def job_slot(method) -> str:
+    """The job queue a method runs in: one at a time per GPU, one at a time on the CPU."""
+    if method.uses_torch:
+        import torch
+
+        if torch.cuda.is_available():
+            return "gpu"
+    return "cpu"
+
+
+def slot_words(slot: str) -> str:
+    return {"gpu": "on the GPU", "cpu": "on the CPU"}.get(slot, slot)
+
+
+def _session_dir() -> str:
+    """A private temporary folder for this browser session's files (weights)."""
+    ss = st.session_state
+    if "session_dir" not in ss or not os.path.isdir(ss.session_dir):
+        ss.session_dir = tempfile.mkdtemp(prefix="emcore-session-")
+    return ss.session_dir
+
+
+def check_weights_upload(method_name: str, upload) -> tuple[str | None, str | None]:
+    """Save an uploaded weights file under a name of our own and check it fits the network.
+
+    Returns ``(path, None)`` or ``(None, sentence)``.
+    """
+    from emcore.methods.supervised import save_uploaded_weights
+
+    try:
+        return save_uploaded_weights(method_name, upload.getvalue(), upload.name, _session_dir()), None
+    except EmcoreError as err:
+        return None, str(err)
+
+
+def trained_weights_bytes(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def training_form(method, ds: Dataset):
+    """The "Train now" form of a supervised network; returns ``(plan, clean, submitted)``.
+
+    ``plan`` is an :class:`emcore.methods.supervised.TrainingPlan` (None when the settings
+    are refused, with the reason shown); ``clean`` a clean image for pair training or None.
+    """
+    from emcore.methods.supervised import TrainingPlan
+
+    name = method.name
+    sources = {"simulated": "Simulated HRTEM pairs (no data needed)"}
+    if ds.kind == "stack":
+        sources["frames"] = "Noise2Noise: pairs of registered frames of this stack"
+    if ds.kind in ("image", "stack"):
+        sources["pairs"] = "Noisy/clean pairs: this dataset and its clean version"
+    with st.form(f"train_{name}"):
+        src = st.radio("Training data", list(sources), format_func=sources.get, key=f"t_{name}_source")
+        c1, c2, c3 = st.columns(3)
+        steps = int(c1.number_input("Steps", 1, 200_000, 300, key=f"t_{name}_steps",
+                                    help="Optimiser steps. On 2 CPU cores a UNet-32 does about 3–4 steps/s; a GPU 50× more."))
+        minutes = float(c2.number_input("Time limit (min, 0 = none)", 0.0, 24 * 60.0, 0.0, key=f"t_{name}_minutes"))
+        lr = float(c3.number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%g", key=f"t_{name}_lr"))
+        c1, c2, c3 = st.columns(3)
+        batch = int(c1.number_input("Batch", 1, 256, 4, key=f"t_{name}_batch"))
+        patch = int(c2.number_input("Patch (px)", 16, 1024, 128 if ds.kind != "cube" else 64, step=16, key=f"t_{name}_patch"))
+        seed = int(c3.number_input("Seed", 0, 1_000_000, 0, key=f"t_{name}_seed"))
+        c1, c2, c3 = st.columns(3)
+        dose_min = float(c1.number_input("Dose min (e⁻/px, simulated)", 0.01, 1e4, 0.3, format="%g", key=f"t_{name}_dmin"))
+        dose_max = float(c2.number_input("Dose max (e⁻/px, simulated)", 0.01, 1e4, 20.0, format="%g", key=f"t_{name}_dmax"))
+        noise = c3.selectbox("Noise (simulated)", ["mixed", "poisson", "poisson_gaussian"], key=f"t_{name}_noise")
+        finetune = st.checkbox("Start from the shipped weights (fine-tune)", value=False,
+                               key=f"t_{name}_finetune",
+                               help="Fine-tuning the shipped network on your data needs far fewer steps than training from scratch.")
+        clean_file = None
+        if "pairs" in sources and ds.ground_truth is None:
+            clean_file = st.file_uploader("Clean version of this dataset (same shape), for noisy/clean pairs",
+                                          key=f"t_{name}_clean")
+        submitted = st.form_submit_button("Train and denoise", type="primary")
+    if not submitted:
+        return None, None, False
+    clean = None
+    if src == "pairs" and ds.ground_truth is None:
+        if clean_file is None:
+            show_error("Noisy/clean training needs the clean version: upload it above (or use another training data choice).")
+            return None, None, False
+        from emcore import io
+
+        try:
+            clean = io.load_bytes([(clean_file.name, clean_file.getvalue())], kind=ds.kind).data
+        except EmcoreError as err:
+            show_error(str(err))
+            return None, None, False
+    try:
+        plan = TrainingPlan(model=name, source=src, steps=steps, max_seconds=minutes * 60 or None, batch_size=batch,
+                            patch_size=patch, lr=lr, seed=seed, dose_min=min(dose_min, dose_max),
+                            dose_max=max(dose_min, dose_max), noise=noise, start_from_shipped=finetune,
+                            val_every=max(10, min(100, steps // 5)))
+    except EmcoreError as err:
+        show_error(str(err))
+        return None, None, False
+    return plan, clean, True
+
+
 def owner_id() -> str:
     """This browser session's identity for the job manager."""
     if "owner_id" not in st.session_state:
@@ -389,3 +494,71 @@ def report_html(ds: Dataset, runs: list[dict], **kwargs) -> str:
     from emcore.report import build_report
 
     return build_report(ds, runs, **kwargs)
+
+
+# -- per-dataset memo and the adaptive-filter view (issue 7) ------------------------------
+def result_uid(entry: dict) -> str:
+    """A key unique to one stored result for the whole session (ids can recur once old runs are dropped)."""
+    if "uid" not in entry:
+        import uuid
+
+        entry["uid"] = uuid.uuid4().hex
+    return entry["uid"]
+
+
+def memo(key: tuple, build, max_entries: int = 4):
+    """``build()`` once per dataset for ``key`` (a tuple naming every input), reused on reruns.
+
+    Plotly figures take tens of milliseconds to assemble; figures whose inputs did not change
+    (element-map gallery, structure maps) are reused instead of rebuilt. ``key[0]`` names a
+    kind of figure; the ``max_entries`` most recently used of each kind are kept (figures
+    hold image-sized arrays).
+    """
+    store = derived().setdefault("memo", {}).setdefault(key[0], {})
+    if key in store:
+        store[key] = store.pop(key)  # most recently used last
+        return store[key]
+    value = build()
+    store[key] = value
+    while len(store) > max_entries:
+        store.pop(next(iter(store)))
+    return value
+
+
+def filter_figure(f, *, summed: bool = False, height: int = 380) -> go.Figure:
+    """Input window (grey) and the network's filter there (symmetric red/blue), pixel marked.
+
+    ``f`` is an :class:`emcore.jacobian.PixelFilter`; ``summed`` shows, for spectrum images,
+    the filter summed over all input energies.
+    """
+    weights = f.summed if summed and f.summed is not None else f.weights
+    m = float(np.max(np.abs(weights))) or 1.0
+    r0, c0 = f.origin
+    fig = make_subplots(rows=1, cols=2, shared_xaxes="all", shared_yaxes="all", horizontal_spacing=0.06,
+                        subplot_titles=["Input around the pixel",
+                                        "Filter weights" + (" (summed over energies)" if summed and f.summed is not None else "")])
+    lo, hi = contrast_limits(f.window_input, 0.5)
+    fig.add_trace(go.Heatmap(z=f.window_input, x0=c0, dx=1, y0=r0, dy=1, zmin=lo, zmax=hi, colorscale="gray",
+                             showscale=False, hovertemplate="row %{y}, col %{x}<br>input %{z:.4g}<extra></extra>"),
+                  row=1, col=1)
+    fig.add_trace(go.Heatmap(z=weights, x0=c0, dx=1, y0=r0, dy=1, zmin=-m, zmax=m, zmid=0, colorscale="RdBu_r",
+                             colorbar=dict(thickness=12, title=dict(text="weight")),
+                             hovertemplate="row %{y}, col %{x}<br>weight %{z:.3g}<extra></extra>"),
+                  row=1, col=2)
+    for col in (1, 2):
+        fig.add_trace(go.Scatter(x=[f.pixel[1]], y=[f.pixel[0]], mode="markers", showlegend=False, hoverinfo="skip",
+                                 marker=dict(symbol="circle-open", size=12, color="limegreen",
+                                             line=dict(width=2, color="limegreen"))),
+                      row=1, col=col)
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain")
+    fig.update_xaxes(constrain="domain")
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def spectral_weights_figure(energy: np.ndarray, weights: np.ndarray, unit: str = "keV", height: int = 240) -> go.Figure:
+    """Summed filter weight per input energy channel (which channels the network draws on)."""
+    fig = go.Figure(go.Scatter(x=energy, y=weights, mode="lines", name="weight"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), xaxis_title=f"Input energy ({unit})",
+                      yaxis_title="Summed weight")
+    return fig

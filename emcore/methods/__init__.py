@@ -5,3 +5,6 @@ method adds one module with a ``register(Method(...))`` entry and one import lin
 """
 
 from . import classical  # noqa: F401  (registers bm3d, wiener, pca)
+from . import supervised  # noqa: F401  (registers dncnn, unet)
+from . import self_supervised  # noqa: F401  (registers noise2sr, noise2self)
+from . import dcae3d  # noqa: F401  (registers dcae3d)

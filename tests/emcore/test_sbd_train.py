@@ -68,7 +68,7 @@ def test_train_cli_writes_loadable_weights_and_card(tmp_path):
     line = json.loads(r.stdout.strip().splitlines()[-1])
     assert line["model"] == "unet" and line["steps"] == 12 and line["status"] == "done"
     card = json.loads(Path(str(out) + ".json").read_text())
-    assert card["command"].startswith("python -m emcore train unet") and card["dose_range"] == [0.3, 5.0]
+    assert card["command"].startswith("python -m emcore train unet") and card["dose_range"] == [0.3, 20.0]
     assert card["validation_psnr_db"] is not None and card["seed"] == 0
     import models
     from emcore.training import load_weights, read_weights
@@ -78,6 +78,22 @@ def test_train_cli_writes_loadable_weights_and_card(tmp_path):
     assert read_weights(out)["card"]["steps"] == 12
     with pytest.raises(EmcoreError, match="tiny.pt"):
         load_weights(models.DnCNN(depth=17, width=8), out)
+
+
+def test_train_cli_noise2noise_from_a_stack_and_refusals(tmp_path):
+    from emcore import simulate
+
+    stack = tmp_path / "movie.npy"
+    np.save(stack, simulate.movie_example(seed=3, frames=4, size=64, dose=2.0).data, allow_pickle=False)
+    base = [sys.executable, "-m", "emcore", "train", "dncnn", "--steps", "2", "--batch", "2", "--patch", "32",
+            "--depth", "17", "--width", "8", "--device", "cpu", "--out", str(tmp_path / "n2n.pt")]
+    r = subprocess.run(base + ["--source", "frames", "--data", str(stack), "--kind", "stack"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    card = json.loads((tmp_path / "n2n.pt.json").read_text())
+    assert card["data"].startswith("Noise2Noise pairs") and card["dose_range"] is None
+    r = subprocess.run(base + ["--source", "pairs"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--data FILE" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_weights_with_out_of_range_config_give_a_sentence(tmp_path):

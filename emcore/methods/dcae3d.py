@@ -1,0 +1,718 @@
+"""3D-DCAE: self-supervised denoising of EDS spectrum images with a 3-D convolutional
+autoencoder, with or without the HAADF image.
+
+Taylor, Chen, Zheng & Browning [1]_ extend Noise2Self [2]_ to hyperspectral EDS: a 3-D
+convolutional autoencoder (:class:`models.DCAE3D`) is trained on the user's own noisy cube
+to reconstruct it from a Bernoulli-masked copy — a fraction ``p`` of the voxels is hidden
+(replaced by zero or by the mean of their neighbours) and the loss is computed on the hidden
+voxels only. Because the noise of a voxel is independent of the noise of every other voxel,
+the only way to predict a hidden voxel is from the signal its neighbours share with it
+(Batson & Royer 2019, Sec. 3, J-invariance), so the minimiser is the denoised cube. Once
+trained, the full noisy cube is the input and the output is the denoised cube.
+
+The HAADF image, recorded at the same time on the same pixel grid, enters as an extra,
+never-masked input channel broadcast along energy ("pansharpening" [1]_): its noise is
+independent of the EDS noise, so the masked-voxel objective stays valid, and it tells the
+network where the particle edges are, which the few X-ray counts per pixel cannot.
+
+Around the network (this module):
+
+* **spectral preparation** — the energy axis is cropped to the channels that hold counts
+  (and to a user range), channels are summed in bins so that the network sees at most
+  ~128 (``fast``) or ~256 (``quality``) channels, and the result is spread back over the
+  original channels in proportion to the summed spectrum of the whole cube within each
+  bin, which keeps the line shapes that binning would blur; channels with no count in the
+  whole cube stay exactly zero;
+* **count normalisation** — counts are divided by their mean per voxel; the network output
+  goes through a softplus to a non-negative rate (the identity for processed data with
+  negative values); the loss is the Poisson negative log-likelihood (default: EDS voxels
+  hold a handful of counts) or the squared error;
+* **context channels** — the summed spectrum (log scale) broadcast over the map, which
+  tells the translation-equivariant convolutions where on the energy axis they are, and
+  the HAADF image;
+* **training** — random spatial crops with the whole prepared energy axis, flips and
+  transposes, through :func:`emcore.training.train` (budgets, stop, resume, GPU with bf16
+  autocast, out-of-memory fallback); a fixed random set of voxels is never a training
+  target and serves as validation (the Noise2Self loss on held-out voxels);
+* **inference** — the whole cube at once, or spatial tiles blended with raised-cosine
+  weights when it would not fit in memory.
+
+References
+----------
+.. [1] R. Taylor, Y. Chen, H. Zheng, N. D. Browning, "Deep learning-based blind denoising for
+   enhancing energy-dispersive X-ray spectroscopy (EDS) images", Microscopy and
+   Microanalysis (conference abstract).
+.. [2] J. Batson, L. Royer, "Noise2Self: Blind Denoising by Self-Supervision", ICML 2019.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..dataset import Dataset
+from ..errors import EmcoreError
+from ..progress import Progress
+from ..registry import Method, Param, RunContext, register
+
+__all__ = ["PRESETS", "MaskedCubeSource", "Prepared", "prepare_cube", "spread_back"]
+
+# Settings of the two presets. `channels`: the most channels the network sees after
+# binning; `max_minutes`: wall-clock training budget on the CPU (none on a GPU).
+PRESETS: dict[str, dict] = {
+    "fast": dict(width=12, levels=2, channels=128, patch=24, batch=4, steps=400, max_minutes=4.0, lr=2e-3,
+                 val_every=50),
+    "quality": dict(width=24, levels=2, channels=256, patch=48, batch=4, steps=3000, max_minutes=None, lr=1e-3,
+                    val_every=200),
+}
+# Pseudo-count added to each channel of the summed spectrum when it sets the shape within a
+# bin: a channel with a handful of counts in the whole cube gets a share close to uniform
+# instead of one dictated by its Poisson noise.
+_SHAPE_PSEUDO_COUNT = 1.0
+# Inference runs on the whole cube when its activations fit in this many bytes, else in tiles.
+_INFER_BYTES = 1 << 30
+# Lowest mean rate (in units of the mean count per voxel) the output offset starts from.
+_OFFSET_FLOOR = 1e-3
+# Floor of the count scale (mean counts per voxel), so an all-zero cube does not divide by 0.
+_SCALE_FLOOR = 1e-6
+# Passes of J-invariant inference: each hides a random eighth of the voxels.
+_J_INVARIANT_PASSES = 8
+
+
+# ------------------------------------------------------------------------- preparation
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A spectrum image cropped and binned along energy for the network.
+
+    Attributes
+    ----------
+    lo, hi : int
+        Original channels ``[lo, hi)`` the network works on; outside them the result is the
+        input unchanged (all-zero channels at the ends, or what the user cropped away).
+    bin : int
+        Original channels summed into one network channel (the last bin may be short).
+    cube : ndarray, (H, W, E') float32
+        Binned counts.
+    weights : ndarray, (hi - lo,) float32
+        Share of its bin's value that each original channel receives when the result is
+        spread back (sums to 1 over every bin that holds counts; 0 for channels with no count
+        in the whole cube).
+    """
+
+    lo: int
+    hi: int
+    bin: int
+    cube: np.ndarray
+    weights: np.ndarray
+
+    @property
+    def channels(self) -> int:
+        return int(self.cube.shape[2])
+
+
+def _energy_window(ds: Dataset, energy_min: float | None, energy_max: float | None) -> tuple[int, int]:
+    e = ds.data.shape[2]
+    cal = ds.calibration
+    lo, hi = 0, e
+    unit = cal.energy_unit
+    first, last = cal.energy_offset, cal.energy_offset + cal.energy_scale * (e - 1)
+    if energy_min is not None:
+        lo = max(lo, int(math.ceil((energy_min - cal.energy_offset) / cal.energy_scale - 1e-9)))
+    if energy_max is not None:
+        hi = min(hi, int(math.floor((energy_max - cal.energy_offset) / cal.energy_scale + 1e-9)) + 1)
+    if hi - lo < 1:
+        raise EmcoreError(
+            f"The energy range {energy_min if energy_min is not None else first:g}–"
+            f"{energy_max if energy_max is not None else last:g} {unit} holds no channel of {ds.name}, whose axis runs "
+            f"from {first:g} to {last:g} {unit}; widen the range or leave it empty for the whole axis."
+        )
+    return lo, hi
+
+
+def prepare_cube(data: np.ndarray, lo: int, hi: int, bin_energy: int) -> Prepared:
+    """Crop ``data`` to channels ``[lo, hi)`` (then to those holding counts) and bin them.
+
+    Parameters
+    ----------
+    data : (H, W, E) ndarray
+        Counts, left unchanged.
+    lo, hi : int
+        Channel window asked for.
+    bin_energy : int
+        Channels summed per bin (at least 1).
+
+    Returns
+    -------
+    Prepared
+    """
+    totals = data.sum(axis=(0, 1), dtype=np.float64)
+    nz = np.flatnonzero(totals[lo:hi] != 0)
+    if nz.size:  # drop empty channels at both ends: they stay exactly zero
+        lo, hi = lo + int(nz[0]), lo + int(nz[-1]) + 1
+    else:
+        hi = lo + 1  # nothing to learn from; one channel keeps the shapes valid
+    b = max(1, min(int(bin_energy), hi - lo))
+    n = -(-(hi - lo) // b)
+    h, w = data.shape[:2]
+    crop = np.zeros((h, w, n * b), np.float32)
+    crop[:, :, : hi - lo] = data[:, :, lo:hi]
+    cube = crop.reshape(h, w, n, b).sum(axis=3, dtype=np.float32)
+    t = totals[lo:hi]
+    shape = np.where(t != 0, np.maximum(t, 0) + _SHAPE_PSEUDO_COUNT, 0.0)
+    padded = np.zeros(n * b)
+    padded[: hi - lo] = shape
+    per_bin = padded.reshape(n, b).sum(axis=1)
+    weights = padded.reshape(n, b) / np.where(per_bin > 0, per_bin, 1.0)[:, None]
+    return Prepared(lo=lo, hi=hi, bin=b, cube=cube, weights=weights.reshape(-1)[: hi - lo].astype(np.float32))
+
+
+def spread_back(binned, prep: Prepared):
+    """Spread binned values ``(..., E')`` back over the original channels ``(..., hi - lo)``.
+
+    Works on numpy arrays and (differentiably) on torch tensors.
+    """
+    b = prep.bin
+    if isinstance(binned, np.ndarray):
+        rep = np.repeat(binned, b, axis=-1)[..., : prep.hi - prep.lo]
+        return (rep * prep.weights).astype(np.float32)
+
+    rep = torch.repeat_interleave(binned, b, dim=-1)[..., : prep.hi - prep.lo]
+    return rep * torch.as_tensor(prep.weights, dtype=binned.dtype, device=binned.device)
+
+
+def _standardise(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, np.float64)
+    sd = float(a.std())
+    return ((a - a.mean()) / (sd if sd > 0 else 1.0)).astype(np.float32)
+
+
+def _spectrum_channel(cube: np.ndarray, scale: float) -> np.ndarray:
+    """Log of the mean (absolute) spectrum, standardised: where on the energy axis a voxel lies."""
+    mean = np.abs(cube).mean(axis=(0, 1), dtype=np.float64) / scale
+    return _standardise(np.log(mean + 1e-3))
+
+
+def _local_mean(x: np.ndarray) -> np.ndarray:
+    """Mean of the 26 neighbours of every voxel of an (E, H, W) array (edges replicated)."""
+    from scipy.ndimage import uniform_filter
+
+    s = uniform_filter(x.astype(np.float64), size=3, mode="nearest") * 27.0
+    return ((s - x) / 26.0).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- data source
+
+
+class MaskedCubeSource:
+    """Noise2Self batches from one spectrum image, for :func:`emcore.training.train`.
+
+    Each item is a random spatial crop (``patch × patch`` pixels, the whole prepared energy
+    axis), flipped and transposed at random. In the counts channel a Bernoulli fraction
+    ``mask_rate`` of the voxels is hidden — replaced by zero (``fill="zero"``) or by the
+    mean of their 26 neighbours (``fill="local_mean"``) — and those voxels, minus the fixed
+    hold-out set, are the loss mask. Context channels (the summed spectrum broadcast over
+    the map, the HAADF image broadcast along energy) are never masked.
+
+    Parameters
+    ----------
+    counts : (E, H, W) ndarray
+        Normalised counts (counts / mean count per voxel).
+    spectrum : (E,) ndarray
+        Spectrum context channel.
+    haadf : (H, W) ndarray or None
+        Standardised HAADF image.
+    mask_rate : float
+        Fraction of voxels hidden per item, in (0, 1).
+    fill : {"zero", "local_mean"}
+    seed : int
+        Seeds the hold-out set (the batches use the generator the training loop passes).
+    holdout_rate : float
+        Fraction of voxels kept out of the training targets for validation (0: none).
+
+    Notes
+    -----
+    ``batch`` returns ``(inputs [B, C, E, h, w], targets [B, 1, E, h, w], mask [B, 1, E, h, w])``
+    with ``C = 2`` (counts, spectrum) or 3 (with the HAADF image last).
+    """
+
+    def __init__(self, counts, spectrum, haadf=None, *, mask_rate: float = 0.1, fill: str = "zero", seed: int = 0,
+                 holdout_rate: float = 0.05, val_crops: int = 4, val_patch: int = 32):
+
+        if not 0 < mask_rate < 1:
+            raise EmcoreError(f"The masking rate must lie strictly between 0 and 1; got {mask_rate!r}.")
+        if fill not in ("zero", "local_mean"):
+            raise EmcoreError(f"Unknown mask fill '{fill}'; use zero or local_mean.")
+        self.x = np.ascontiguousarray(counts, dtype=np.float32)
+        self.e, self.h, self.w = self.x.shape
+        self.spectrum = np.asarray(spectrum, np.float32).reshape(self.e)
+        self.haadf = None if haadf is None else np.asarray(haadf, np.float32)
+        self.mask_rate = float(mask_rate)
+        self.fill = fill
+        self.fill_values = _local_mean(self.x) if fill == "local_mean" else None
+        g = np.random.default_rng([int(seed), 6])
+        self.holdout = g.random(self.x.shape, dtype=np.float32) < holdout_rate if holdout_rate > 0 else None
+        self.val_crops, self.val_patch = int(val_crops), int(val_patch)
+
+    @property
+    def channels(self) -> int:
+        return 2 + (self.haadf is not None)
+
+    def _hide(self, x: np.ndarray, fill: np.ndarray | None, hidden: np.ndarray) -> np.ndarray:
+        out = x.copy()
+        out[hidden] = 0.0 if fill is None else fill[hidden]
+        return out
+
+    def _inputs(self, x: np.ndarray, haadf: np.ndarray | None) -> np.ndarray:
+        e, h, w = x.shape
+        chans = [x, np.broadcast_to(self.spectrum[:, None, None], (e, h, w))]
+        if haadf is not None:
+            chans.append(np.broadcast_to(haadf[None], (e, h, w)))
+        return np.stack(chans)
+
+    def batch(self, batch_size: int, patch_size: int, rng: np.random.Generator):
+
+        ph, pw = min(int(patch_size), self.h), min(int(patch_size), self.w)
+        square = ph == pw
+        xs, ts, ms = [], [], []
+        for _ in range(batch_size):
+            r0 = int(rng.integers(0, self.h - ph + 1))
+            c0 = int(rng.integers(0, self.w - pw + 1))
+            flip_r, flip_c, swap = rng.random(3) < 0.5
+            win = (slice(None), slice(r0, r0 + ph), slice(c0, c0 + pw))
+            x = self.x[win]
+            fill = None if self.fill_values is None else self.fill_values[win]
+            hold = None if self.holdout is None else self.holdout[win]
+            hd = None if self.haadf is None else self.haadf[r0:r0 + ph, c0:c0 + pw]
+            hidden = rng.random(x.shape, dtype=np.float32) < self.mask_rate
+            target_mask = hidden if hold is None else hidden & ~hold
+            inp = self._inputs(self._hide(x, fill, hidden), hd)
+            tgt, msk = x[None], target_mask[None]
+            # Flips and transposes of the map are symmetries of the problem (not of energy).
+            if flip_r:
+                inp, tgt, msk = inp[:, :, ::-1], tgt[:, :, ::-1], msk[:, :, ::-1]
+            if flip_c:
+                inp, tgt, msk = inp[..., ::-1], tgt[..., ::-1], msk[..., ::-1]
+            if swap and square:
+                inp, tgt, msk = (a.swapaxes(-1, -2) for a in (inp, tgt, msk))
+            xs.append(np.ascontiguousarray(inp))
+            ts.append(np.ascontiguousarray(tgt))
+            ms.append(np.ascontiguousarray(msk, dtype=np.float32))
+        return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ts)), torch.from_numpy(np.stack(ms))
+
+    def validation(self):
+        """Fixed crops in which the hold-out voxels are hidden and scored."""
+
+        if self.holdout is None:
+            return []
+        ph, pw = min(self.val_patch, self.h), min(self.val_patch, self.w)
+        rows = np.unique(np.linspace(0, self.h - ph, num=2).round().astype(int))
+        cols = np.unique(np.linspace(0, self.w - pw, num=2).round().astype(int))
+        starts = [(r, c) for r in rows for c in cols][: self.val_crops]
+        xs, ts, ms = [], [], []
+        for r0, c0 in starts:
+            win = (slice(None), slice(r0, r0 + ph), slice(c0, c0 + pw))
+            x, hold = self.x[win], self.holdout[win]
+            fill = None if self.fill_values is None else self.fill_values[win]
+            hd = None if self.haadf is None else self.haadf[r0:r0 + ph, c0:c0 + pw]
+            xs.append(np.ascontiguousarray(self._inputs(self._hide(x, fill, hold), hd)))
+            ts.append(np.ascontiguousarray(x[None]))
+            ms.append(hold[None].astype(np.float32))
+        return [(torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ts)), torch.from_numpy(np.stack(ms)), None)]
+
+
+class _Denoiser(nn.Module):
+    """A :class:`models.DCAE3D` whose output is offset, per energy channel, by the summed
+    spectrum of the whole cube (on the link's scale).
+
+    With the network's head initialised near zero, the untrained model predicts the mean
+    spectrum at every pixel, and training only has to learn how each pixel departs from it,
+    which takes far fewer steps than learning the spectrum itself from the context channel.
+    """
+
+    def __init__(self, net: nn.Module, offset: np.ndarray):
+        super().__init__()
+        self.net = net
+        self.register_buffer("offset", torch.as_tensor(np.asarray(offset, np.float32)).reshape(1, 1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) + self.offset
+
+
+class _SoftplusMSE:
+    """Squared error of the softplus rate against the (normalised) counts."""
+
+    def __call__(self, output, target, mask=None):
+        import torch.nn.functional as F
+
+        from ..training import MSELoss
+
+        return MSELoss()(F.softplus(output.float()), target, mask)
+
+    def __repr__(self) -> str:
+        return "SoftplusMSE()"
+
+
+# ------------------------------------------------------------------------------ inference
+
+
+def _tile_plan(n: int, tile: int, step: int) -> tuple[int, list[int]]:
+    """Padded length and tile starts along one axis (one tile when ``n <= tile``)."""
+    if n <= tile:
+        return n, [0]
+    count = -(-(n - tile) // step) + 1
+    return tile + (count - 1) * step, [i * step for i in range(count)]
+
+
+class _Network:
+    """The trained network with the normalisation of the whole cube fixed."""
+
+    def __init__(self, model, prep: Prepared, scale: np.ndarray, spectrum: np.ndarray, haadf: np.ndarray | None,
+                 link: str = "softplus"):
+        self.model, self.prep = model, prep
+        self.scale = np.asarray(scale, np.float32).reshape(prep.channels)
+        self.spectrum, self.haadf = spectrum, haadf
+        self.link = link
+
+    def inputs(self, x, haadf):
+        """[E, h, w] normalised counts (torch) and [h, w] HAADF -> [1, C, E, h, w]."""
+
+        e, h, w = x.shape
+        chans = [x, torch.as_tensor(self.spectrum, dtype=x.dtype, device=x.device)[:, None, None].expand(e, h, w)]
+        if haadf is not None:
+            chans.append(torch.as_tensor(haadf, dtype=x.dtype, device=x.device)[None].expand(e, h, w))
+        return torch.stack(chans)[None]
+
+    def rates(self, x, haadf):
+        """Normalised rates [E, h, w] for normalised counts [E, h, w]."""
+        import torch.nn.functional as F
+
+        out = self.model(self.inputs(x, haadf)).float()[0, 0]
+        return F.softplus(out) if self.link == "softplus" else out
+
+    def infer(self, device, *, amp: bool, progress=None, hide: tuple | None = None) -> np.ndarray:
+        """Denoised binned counts (H, W, E') of the whole prepared cube.
+
+        ``hide = (groups, fill)``: J-invariant inference (Batson & Royer 2019, Sec. 4): the
+        voxels are split into groups (``groups``, an (E', H, W) array of group numbers);
+        one pass per group hides that group (by ``fill``, an (E', H, W) array, or zero) and
+        keeps the output on it, so that no voxel's estimate depends on its own count.
+        """
+
+        from ..training import tile_weights
+
+        cube = self.prep.cube
+        h, w, e = cube.shape
+        x_all = np.ascontiguousarray(cube.transpose(2, 0, 1)) / self.scale[:, None, None]
+        haadf = self.haadf
+        # Activations of the widest layers at full resolution, float32, a few alive at once.
+        per_voxel = 4 * 6 * self.model.net.width
+        _, ms = self.model.net.multiple()
+        rf = self.model.net.receptive_field()
+        if e * h * w * per_voxel <= _INFER_BYTES:
+            tile = max(h, w)
+        else:
+            side = int(math.sqrt(_INFER_BYTES / (e * per_voxel)))
+            tile = max(ms * -(-(2 * rf) // ms), side // ms * ms)
+        overlap = min(tile // 2, rf) if tile < max(h, w) else 0
+        step = tile - overlap
+        ph, rows = _tile_plan(h, tile, step)
+        pw, cols = _tile_plan(w, tile, step)
+        pad = ((0, 0), (0, ph - h), (0, pw - w))
+        if (ph, pw) != (h, w):
+            haadf = None if haadf is None else np.pad(haadf, pad[1:], mode="edge")
+        th, tw = min(tile, ph), min(tile, pw)
+        guard = overlap // 4
+        wr = [tile_weights(th, overlap if len(rows) > 1 else 0, guard, i == 0, i == len(rows) - 1)
+              for i in range(len(rows))]
+        wc = [tile_weights(tw, overlap if len(cols) > 1 else 0, guard, j == 0, j == len(cols) - 1)
+              for j in range(len(cols))]
+        tiles = [(i, j) for i in range(len(rows)) for j in range(len(cols))]
+        passes = [None] if hide is None else list(range(int(hide[0].max()) + 1))
+        total = len(tiles) * len(passes)
+        result = np.zeros((e, h, w), np.float32)
+        t0 = time.perf_counter()
+        done = 0
+        self.model.eval()
+        for group in passes:
+            x_in = x_all
+            if group is not None:
+                hidden = hide[0] == group
+                x_in = x_all.copy()
+                x_in[hidden] = 0.0 if hide[1] is None else hide[1][hidden]
+            if (ph, pw) != (h, w):
+                x_in = np.pad(x_in, pad, mode="edge")
+            out = np.zeros((e, ph, pw), np.float32)
+            with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.bfloat16,
+                                                        enabled=amp and device.type == "cuda"):
+                for i, j in tiles:
+                    r0, c0 = rows[i], cols[j]
+                    x = torch.from_numpy(x_in[:, r0:r0 + th, c0:c0 + tw].copy()).to(device)
+                    hd = None if haadf is None else haadf[r0:r0 + th, c0:c0 + tw]
+                    r = self.rates(x, hd).float().cpu().numpy()
+                    out[:, r0:r0 + th, c0:c0 + tw] += r * np.outer(wr[i], wc[j]).astype(np.float32)[None]
+                    done += 1
+                    if progress is not None and total > 1:
+                        el = time.perf_counter() - t0
+                        progress(Progress(step=done, total=total, elapsed=el, eta=el / done * (total - done),
+                                          message=f"Denoising the whole cube: pass {done} of {total}."))
+            if group is None:
+                result = out[:, :h, :w]
+            else:
+                result[hidden] = out[:, :h, :w][hidden]
+        return (result * self.scale[:, None, None]).transpose(1, 2, 0)
+
+    def apply_fn(self, data: np.ndarray):
+        """The differentiable CPU callable left in ``DenoiseResult.artifacts["apply"]``."""
+
+        prep = self.prep
+        scale = torch.from_numpy(self.scale)
+        h_full, w_full, e_full = data.shape
+        # A fingerprint of every pixel's spectrum: finds where a crop lies in the map, so
+        # that the matching HAADF window is used when the caller does not say.
+        probe = np.random.default_rng(12345).random(e_full)
+        prints = data.astype(np.float64) @ probe if self.haadf is not None else None
+
+        def locate(x: np.ndarray) -> tuple[int, int]:
+            h, w = x.shape[:2]
+            mine = x.astype(np.float64) @ probe
+            tol = 1e-9 * max(1.0, float(np.abs(prints).max()))
+            from numpy.lib.stride_tricks import sliding_window_view
+
+            win = sliding_window_view(prints, (h, w))
+            hits = np.argwhere(np.abs(win[:, :, 0, 0] - mine[0, 0]) <= tol)
+            for r0, c0 in hits:
+                if np.all(np.abs(win[r0, c0] - mine) <= tol):
+                    return int(r0), int(c0)
+            raise EmcoreError(
+                "This network reads the HAADF image too, and this crop is not part of the spectrum image it was "
+                "trained on: give its position as origin=(row, column)."
+            )
+
+        def apply(cube, origin: tuple[int, int] | None = None):
+            """Denoise a cube (or a spatial crop of it) ``(h, w, E)`` in counts.
+
+            ``origin`` = (row, column) of the crop's top-left pixel in the whole map places the
+            HAADF window; when it is not given, a crop of the recorded cube is located by its
+            content.
+            """
+            x = torch.as_tensor(cube)
+            if x.dim() != 3 or x.shape[2] != e_full:
+                raise EmcoreError(f"apply needs a (rows, columns, {e_full}) spectrum image; got shape {tuple(x.shape)}.")
+            x = x.to(torch.float32)
+            h, w = x.shape[:2]
+            hd = None
+            if self.haadf is not None:
+                if origin is None:
+                    origin = (0, 0) if (h, w) == (h_full, w_full) else locate(x.detach().cpu().numpy())
+                r0, c0 = int(origin[0]), int(origin[1])
+                if r0 < 0 or c0 < 0 or r0 + h > h_full or c0 + w > w_full:
+                    raise EmcoreError(f"A {h}×{w} crop at {tuple(origin)} does not lie inside the {h_full}×{w_full} map.")
+                hd = self.haadf[r0:r0 + h, c0:c0 + w]
+            n = prep.channels * prep.bin
+            seg = x[:, :, prep.lo:prep.hi]
+            seg = torch.nn.functional.pad(seg, (0, n - (prep.hi - prep.lo)))
+            binned = seg.reshape(h, w, prep.channels, prep.bin).sum(dim=3) / scale
+            rates = self.rates(binned.permute(2, 0, 1), hd).permute(1, 2, 0) * scale
+            return torch.cat([x[:, :, :prep.lo], spread_back(rates, prep), x[:, :, prep.hi:]], dim=2)
+
+        return apply
+
+
+# --------------------------------------------------------------------------------- method
+
+
+def _choose_haadf(ds: Dataset, want: bool, ctx: RunContext) -> np.ndarray | None:
+    if not want:
+        return None
+    if ds.haadf is None:
+        ctx.log.append(f"{ds.name} has no HAADF image: training on the spectrum image alone.")
+        return None
+    haadf = np.asarray(ds.haadf)
+    if haadf.shape != ds.data.shape[:2]:
+        raise EmcoreError(
+            f"The HAADF image of {ds.name} is {haadf.shape[0]}×{haadf.shape[1]} pixels but the spectrum image is "
+            f"{ds.data.shape[0]}×{ds.data.shape[1]}; they must share one pixel grid. Set use_haadf to false to run "
+            "without it, or load a matching HAADF image."
+        )
+    if not np.all(np.isfinite(haadf)):
+        raise EmcoreError(f"The HAADF image of {ds.name} holds NaN or infinite values; set use_haadf to false to "
+                          "run without it.")
+    return _standardise(haadf)
+
+
+def _run(ds: Dataset, params: dict, ctx: RunContext) -> np.ndarray:
+
+    from models.dcae3d import DCAE3D
+
+    from ..training import MSELoss, PoissonNLLLoss, TrainConfig, select_device, train
+
+    data = ds.data
+    lowest = float(data.min())
+    if params["loss"] == "poisson" and lowest < 0:
+        raise EmcoreError(
+            f"{ds.name} holds negative values (down to {lowest:g}), so it is not raw counts and the Poisson loss "
+            "does not apply; choose loss = mse."
+        )
+    preset = dict(PRESETS[params["preset"]])
+    use_haadf = bool(params["use_haadf"])
+    haadf = _choose_haadf(ds, use_haadf, ctx)
+
+    lo, hi = _energy_window(ds, params["energy_min"], params["energy_max"])
+    e_span = hi - lo
+    bin_energy = params["bin_energy"] or max(1, -(-e_span // preset["channels"]))
+    prep = prepare_cube(data, lo, hi, bin_energy)
+    steps = params["steps"] or preset["steps"]
+    width = params["width"] or preset["width"]
+    device = select_device(ctx.device)
+    if 0 < width < 4:
+        raise EmcoreError(f"The network width must be at least 4 feature channels (or 0 for the preset's); got {width}.")
+    max_minutes = params["max_minutes"] or None
+    if max_minutes is None and device.type == "cpu":
+        max_minutes = preset["max_minutes"]
+    ctx.resolved.update(bin_energy=int(prep.bin), steps=int(steps), width=int(width), use_haadf=haadf is not None,
+                        max_minutes=float(max_minutes or 0.0))
+    cal = ds.calibration
+    e_lo, e_hi = cal.energy_offset + cal.energy_scale * prep.lo, cal.energy_offset + cal.energy_scale * (prep.hi - 1)
+    ctx.log.append(
+        f"Energy {e_lo:g}–{e_hi:g} {cal.energy_unit} (channels {prep.lo}–{prep.hi - 1}), summed {prep.bin} "
+        f"channel{'s' if prep.bin > 1 else ''} per bin: the network sees {prep.channels} channels"
+        + (f"; the {data.shape[2] - (prep.hi - prep.lo)} channels outside are left as recorded."
+           if prep.hi - prep.lo < data.shape[2] else ".")
+    )
+    if not np.any(prep.cube):
+        ctx.log.append("The spectrum image holds no counts: nothing to denoise, the result is the input.")
+        ctx.artifacts.update(receptive_field=1, min_size=1, training=[])
+        return data.copy()
+
+    # Counts (never negative) go through a softplus link to a non-negative rate, whatever the
+    # loss; processed data with negative values (MSE only) through the identity.
+    link = "softplus" if lowest >= 0 else "identity"
+    level = max(float(np.abs(prep.cube).mean(dtype=np.float64)), _SCALE_FLOOR)
+    mean_spectrum = prep.cube.mean(axis=(0, 1), dtype=np.float64)
+    # One scale for all channels (counts / mean count per voxel): the Poisson loss then
+    # weights the voxels as their counts do, so the bright lines that make the element maps
+    # dominate it. (Dividing each channel by its own mean lets the many near-empty
+    # background channels dominate instead: 4 dB worse maps on the simulated phantom.)
+    scale = np.full(prep.channels, level, np.float32)
+    counts = np.ascontiguousarray(prep.cube.transpose(2, 0, 1)) / scale[:, None, None]
+    spectrum = _spectrum_channel(prep.cube, level)
+    source = MaskedCubeSource(counts, spectrum, haadf, mask_rate=params["mask_rate"], fill=params["mask_fill"],
+                              seed=ctx.seed, val_patch=preset["patch"])
+
+    torch.manual_seed(ctx.seed)
+    net = DCAE3D(in_channels=source.channels, out_channels=1, width=int(width), levels=preset["levels"])
+    with torch.no_grad():
+        net.head.bias.zero_()
+    mean_spectrum = mean_spectrum / scale
+    if link == "softplus":
+        # softplus^-1 of the mean spectrum (floored: empty bins would give -inf).
+        m = np.maximum(mean_spectrum, _OFFSET_FLOOR)
+        offset = m + np.log(-np.expm1(-m))
+    else:
+        offset = mean_spectrum
+    model = _Denoiser(net, offset)
+    if params["loss"] == "poisson":
+        loss = PoissonNLLLoss(link="softplus")
+    else:
+        loss = _SoftplusMSE() if link == "softplus" else MSELoss()
+    config = TrainConfig(
+        steps=int(steps),
+        max_seconds=None if max_minutes is None else 60.0 * float(max_minutes),
+        batch_size=preset["batch"],
+        patch_size=max(16, preset["patch"]),
+        lr=preset["lr"],
+        schedule="cosine",
+        warmup_steps=min(20, max(0, int(steps) // 10)),
+        val_every=min(preset["val_every"], int(steps)),
+        seed=ctx.seed,
+        device=device.type,
+        amp=True,
+        min_patch=8,
+    )
+    result = train(model, source, loss, config, progress=ctx.progress, should_stop=ctx.should_stop)
+    ctx.log.append(result.message)
+    if result.status == "stopped":
+        ctx.log.append(f"Stopped at step {result.steps_done} of {steps}; result from the best model so far.")
+    elif result.status == "diverged":
+        ctx.log.append("Training diverged; the result comes from the best model before that.")
+    network = _Network(model, prep, scale, spectrum, haadf, link)
+    hide = None
+    if params["inference"] == "j-invariant":
+        groups = np.random.default_rng([int(ctx.seed), 7]).integers(0, _J_INVARIANT_PASSES, size=counts.shape)
+        hide = (groups, source.fill_values)
+    binned = network.infer(torch.device(result.device), amp=True, progress=ctx.progress, hide=hide)
+    out = data.copy()
+    out[:, :, prep.lo:prep.hi] = spread_back(binned, prep)
+
+    model.to("cpu").eval()
+    ctx.artifacts.update(
+        apply=network.apply_fn(data),
+        receptive_field=int(net.receptive_field()),
+        receptive_field_energy=net.receptive_field_energy(),
+        min_size=1,
+        training=list(result.history),
+        model=model,
+    )
+    return out
+
+
+register(Method(
+    name="dcae3d",
+    label="3D-DCAE (self-supervised, EDS)",
+    description="A 3-D convolutional autoencoder trained on your own spectrum image to predict hidden voxels from "
+                "their neighbours (Noise2Self), optionally guided by the HAADF image.",
+    kind="self-supervised",
+    accepts=("cube",),
+    uses_torch=True,
+    params=(
+        Param("preset", "choice", "fast", choices=("fast", "quality"), label="Preset",
+              help="'fast': a small network, at most 128 channels after binning, 400 steps and at most 4 minutes "
+                   "of training on the CPU; 'quality': a wider network, up to 256 channels and 3000 steps (use a GPU)."),
+        Param("use_haadf", "bool", True, label="Use the HAADF image",
+              help="Feed the simultaneously recorded HAADF image to the network as an extra, never-masked input "
+                   "(sharper element maps). Ignored, with a note, when the spectrum image has none."),
+        Param("loss", "choice", "poisson", choices=("poisson", "mse"), label="Loss",
+              help="'poisson': Poisson negative log-likelihood, right for raw counts; 'mse': squared error, for "
+                   "processed data."),
+        Param("mask_rate", "float", 0.1, min=0.005, max=0.5, label="Masking rate",
+              help="Fraction of voxels hidden in every training crop; the loss is computed on them only."),
+        Param("mask_fill", "choice", "zero", choices=("zero", "local_mean"), label="Hidden voxels become",
+              help="What a hidden voxel is replaced by: zero, or the mean of its 26 neighbours."),
+        Param("inference", "choice", "j-invariant", choices=("j-invariant", "single"), label="Inference",
+              help="'j-invariant': 8 passes over the cube, each hiding an eighth of the voxels, so that no voxel's "
+                   "estimate sees its own count (Batson & Royer 2019; better on sparse counts); 'single': one pass "
+                   "over the whole noisy cube, as Taylor et al."),
+        Param("steps", "int", 0, min=0, max=200_000, label="Training steps",
+              help="Optimiser steps; 0 uses the preset's (fast: 400, quality: 3000)."),
+        Param("max_minutes", "float", 0.0, min=0.0, max=1440.0, label="Time limit (min)",
+              help="Stop training after this many minutes and denoise with the best model so far; 0 uses the "
+                   "preset's (fast: 4 min on the CPU, otherwise none). A run that hits the limit is not "
+                   "bit-reproducible."),
+        Param("bin_energy", "int", 0, min=0, max=64, label="Energy binning",
+              help="Channels summed into one before training (the result is spread back over them); 0 sums "
+                   "enough to leave at most 128 (fast) or 256 (quality) channels."),
+        Param("energy_min", "float", None, auto=True, min=-1e6, max=1e6, label="Energy from",
+              help="Lowest energy denoised, in the units of the energy axis (keV usually); the whole axis when unset."),
+        Param("energy_max", "float", None, auto=True, min=-1e6, max=1e6, label="Energy to",
+              help="Highest energy denoised; channels outside the range are left as recorded."),
+        Param("width", "int", 0, min=0, max=64, label="Network width",
+              help="Feature channels at full resolution, doubled at each level; 0 uses the preset's "
+                   "(fast: 12, quality: 24)."),
+    ),
+    run=_run,
+    quick={"steps": 3, "width": 4},
+    details="Taylor, Chen, Zheng & Browning (Microsc. Microanal.) extend Noise2Self (Batson & Royer, ICML 2019) to "
+            "EDS spectrum images: a 3-D convolutional autoencoder over (energy, row, column) — encoder, residual "
+            "block, bottleneck, decoder of transposed convolutions — learns to predict randomly hidden voxels from "
+            "their neighbours; as the noise of a voxel is independent of its neighbours', what it learns is the "
+            "signal. The HAADF image, recorded at the same time, enters as an extra channel that is never hidden "
+            "(its noise is independent of the X-ray counts), which sharpens the maps. The energy axis is cropped "
+            "and binned first, and the result spread back over the original channels along the summed spectrum.",
+))

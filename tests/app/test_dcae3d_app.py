@@ -1,0 +1,59 @@
+"""AppTest: 3D-DCAE with a tiny training budget from the Denoise page, on the EDS example."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = str(ROOT / "app.py")
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _finished_job(at, timeout=180):
+    """Wait for this session's job; return it before the page collects (and forgets) it."""
+    from emcore.jobs import manager
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        mine = manager().jobs_for(at.session_state["owner_id"])
+        if mine and not any(j.active for j in mine):
+            return mine[-1]
+        time.sleep(0.1)
+    raise AssertionError("the job did not finish in time")
+
+
+def test_dcae3d_tiny_budget_on_the_eds_example():
+    at = _app()
+    at.selectbox(key="example_name").set_value("eds").run()  # the Data page: EDS cube + HAADF
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["dataset"].kind == "cube"
+    at.switch_page("pages/denoise.py").run()
+    at.selectbox(key="method_choice").set_value("dcae3d").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="p_dcae3d_preset").value == "fast"
+    assert at.checkbox(key="p_dcae3d_use_haadf").value is True
+    for name, value in {"steps": 3, "width": 4}.items():
+        at.number_input(key=f"p_dcae3d_{name}").set_value(value)
+    next(b for b in at.button if b.label == "Run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+
+    job = _finished_job(at)
+    assert job.state == "done", job.error
+    assert any("loss_train" in h for h in job.history)  # training losses feed the live chart
+
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.success, [e.value for e in at.error]
+    (res,) = list(at.session_state["results"])
+    assert res["method"] == "dcae3d" and res["params"]["steps"] == 3 and res["params"]["use_haadf"] is True
+    assert res["data"].shape == at.session_state["dataset"].data.shape
+    assert "apply" in res["artifacts"] and res["artifacts"]["training"]

@@ -1,0 +1,90 @@
+"""AppTest of the supervised networks on the Denoise page: shipped weights, uploads, training."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = str(ROOT / "app.py")
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _wait(at, timeout=180, seen=None):
+    from emcore.jobs import manager
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        owner = at.session_state["owner_id"]
+        active = [j for j in manager().jobs_for(owner) if j.active]
+        if not active:
+            at.run()
+            return
+        if seen is not None and active[0].state == "running" and active[0].history:
+            at.run()  # the polling fragment's view of a running training job
+            seen.append({"progress": bool(at.get("progress")), "charts": len(at.get("plotly_chart")),
+                         "stop": any(b.label == "Stop" for b in at.button)})
+            seen = None
+        time.sleep(0.2)
+    raise AssertionError("the job did not finish in time")
+
+
+def _results(at):
+    return list(at.session_state["results"]) if "results" in at.session_state else []
+
+
+def test_unet_with_shipped_weights_gives_a_result():
+    at = _app()
+    at.switch_page("pages/denoise.py").run()
+    at.selectbox(key="method_choice").set_value("unet").run()
+    assert at.radio(key="weights_src_unet").value == "shipped"
+    next(b for b in at.button if b.label == "Run").click().run()
+    _wait(at)
+    assert not at.exception and at.success, [e.value for e in at.error]
+    (res,) = _results(at)
+    assert res["method"] == "unet" and "apply" in res["artifacts"]
+
+
+def test_train_tiny_unet_from_the_page_shows_live_loss_and_result_reaches_compare():
+    at = _app()
+    at.switch_page("pages/denoise.py").run()
+    at.selectbox(key="method_choice").set_value("unet").run()
+    at.radio(key="weights_src_unet").set_value("train").run()
+    at.number_input(key="t_unet_steps").set_value(40)
+    at.number_input(key="t_unet_batch").set_value(2)
+    at.number_input(key="t_unet_patch").set_value(64)
+    next(b for b in at.button if b.label == "Train and denoise").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    seen: list = []
+    _wait(at, seen=seen)
+    assert not at.exception, [e.value for e in at.exception]
+    assert seen and seen[0]["progress"] and seen[0]["stop"], seen
+    assert seen[0]["charts"] >= 1, "the live loss chart is drawn while training"
+    assert at.success, [e.value for e in at.error]
+    (res,) = _results(at)
+    assert res["params"]["training_steps"] >= 1 and res["artifacts"]["training"]
+    assert any(b.label.startswith("Download the weights") for b in at.get("download_button"))
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_noise2noise_needs_a_stack_and_bad_weights_get_a_sentence():
+    at = _app()
+    at.switch_page("pages/denoise.py").run()
+    at.selectbox(key="method_choice").set_value("dncnn").run()
+    at.radio(key="weights_src_dncnn").set_value("train").run()
+    assert not any("Noise2Noise" in o for o in at.radio(key="t_dncnn_source").options)
+    at.radio(key="weights_src_dncnn").set_value("upload").run()
+    assert not at.exception
+    next(b for b in at.button if b.label == "Run").click().run()
+    assert any("Upload a weights file first" in e.value for e in at.error)
+    assert not _results(at)
+

@@ -1,0 +1,126 @@
+"""dncnn / unet: shipped weights and their card, weights files, training on the user's data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from emcore import Dataset, EmcoreError, simulate
+from emcore.methods.supervised import (
+    SHIPPED, TrainingPlan, load_network, save_uploaded_weights, train_and_denoise, train_network, weights_card,
+)
+from emcore.metrics import psnr
+from emcore.noise import Poisson
+from emcore.registry import denoise
+
+TINY = dict(model="unet", scales=2, base=16, steps=3, batch_size=2, patch_size=32, val_every=3)
+
+
+@pytest.mark.parametrize("name", ["dncnn", "unet"])
+def test_shipped_weights_and_card(name):
+    path = SHIPPED[name]
+    assert path.is_file() and path.stat().st_size < 16 * 2**20, "shipped weights are small files in the repo"
+    card = weights_card(name)
+    for key in ("command", "steps", "dose_range", "seed", "validation_psnr_db", "data"):
+        assert card.get(key) is not None, key
+    assert card["command"].startswith("python -m emcore train " + name)
+    side = json.loads(path.with_name(path.name + ".json").read_text())
+    assert side["steps"] == card["steps"]
+    import torch
+
+    raw = torch.load(path, weights_only=True)  # plain tensors and values, no pickled code
+    assert raw["model"] == {"dncnn": "DnCNN", "unet": "UNet"}[name]
+
+
+def test_shipped_unet_beats_bm3d_and_dncnn_on_a_simulated_case():
+    clean = simulate.hrem_phantom((256, 256), rng=np.random.default_rng(123))
+    noisy = Poisson(1.0).sample(clean, np.random.default_rng(7))
+    ds = Dataset(noisy, "image", ground_truth=clean, noise=Poisson(1.0), name="validation phantom")
+    scores = {m: psnr(denoise(ds, m).data, clean) for m in ("unet", "dncnn", "bm3d")}
+    assert scores["unet"] > scores["bm3d"] + 1.0, scores
+    assert scores["unet"] > scores["dncnn"], scores
+    assert scores["dncnn"] > psnr(noisy, clean) + 5, scores
+
+
+def test_result_carries_a_differentiable_network_function():
+    import torch
+
+    ds = simulate.hrem_example(seed=1, dose=1.0, size=128)
+    res = denoise(ds, "unet")
+    apply = res.artifacts["apply"]
+    x = torch.from_numpy(ds.data[:64, :64].copy()).requires_grad_(True)
+    y = apply(x)
+    assert y.shape == x.shape
+    y[32, 32].backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    assert res.artifacts["receptive_field"] == load_network("unet").receptive_field()
+
+
+def test_stack_frames_are_denoised_one_by_one():
+    mov = simulate.movie_example(seed=3, frames=3, size=96, dose=2.0)
+    res = denoise(mov, "dncnn")
+    one = denoise(Dataset(mov.data[1], "image", name="frame"), "dncnn")
+    np.testing.assert_allclose(res.data[1], one.data, rtol=1e-5, atol=1e-5)
+
+
+def test_weights_for_another_network_or_not_weights_get_a_sentence(tmp_path):
+    tr = train_network(TrainingPlan(**TINY), out=tmp_path / "tiny.pt")
+    ds = simulate.hrem_example(seed=1, dose=1.0, size=64)
+    with pytest.raises(EmcoreError, match="holds weights for a UNet .* not for a DnCNN"):
+        denoise(ds, "dncnn", weights=str(tr.path))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x80\x04not a state dict")
+    with pytest.raises(EmcoreError, match="bad.pt is not a weights file"):
+        denoise(ds, "unet", weights=str(bad))
+    with pytest.raises(EmcoreError, match="my upload.pt is not a weights file"):
+        save_uploaded_weights("unet", b"junk", "../../my upload.pt", tmp_path)
+    assert not any(p.name.startswith("..") for p in tmp_path.iterdir())
+    good = save_uploaded_weights("unet", tr.path.read_bytes(), "x.pt", tmp_path)
+    assert denoise(ds, "unet", weights=good).data.shape == ds.data.shape
+
+
+def test_training_on_user_data_and_its_refusals(tmp_path):
+    mov = simulate.movie_example(seed=3, frames=4, size=96, dose=2.0)
+    res = train_and_denoise(TrainingPlan(**{**TINY, "source": "frames"}), mov)
+    assert res.data.shape == mov.data.shape and res.params["training_source"] == "frames"
+    assert res.artifacts["training"] and "Noise2Noise" in res.log[0]
+    img = simulate.hrem_example(seed=1, dose=1.0, size=64)
+    res = train_and_denoise(TrainingPlan(**{**TINY, "source": "pairs"}), img)
+    assert res.data.shape == img.data.shape
+    with pytest.raises(EmcoreError, match="Noise2Noise needs a stack"):
+        train_network(TrainingPlan(**{**TINY, "source": "frames"}), img)
+    with pytest.raises(EmcoreError, match="needs a clean version"):
+        train_network(TrainingPlan(**{**TINY, "source": "pairs"}), Dataset(img.data, "image", name="raw"))
+    with pytest.raises(EmcoreError, match="Load a dataset first"):
+        train_network(TrainingPlan(**{**TINY, "source": "pairs"}), None)
+    with pytest.raises(EmcoreError, match="smaller than the training patch"):
+        train_network(TrainingPlan(**{**TINY, "source": "pairs", "patch_size": 128}), img)
+    cube = simulate.eds_example(seed=4, counts_per_pixel=5.0, size=16, channels=64)
+    with pytest.raises(EmcoreError, match="spectrum image .* dcae3d"):
+        train_network(TrainingPlan(**{**TINY, "source": "pairs"}), cube)
+
+
+def test_stop_request_keeps_a_usable_model(tmp_path):
+    calls = []
+    tr = train_network(TrainingPlan(**{**TINY, "steps": 50}), out=tmp_path / "s.pt",
+                       should_stop=lambda: calls.append(1) or len(calls) > 2)
+    assert tr.result.status == "stopped" and tr.result.steps_done < 50
+    ds = simulate.hrem_example(seed=1, dose=1.0, size=64)
+    assert np.isfinite(denoise(ds, "unet", weights=str(tr.path)).data).all()
+
+
+def test_training_on_the_physics_set_cache(tmp_path):
+    import json as _json
+
+    r, c = np.mgrid[0:96, 0:80]
+    imgs = np.stack([(0.45 + 0.1 * np.cos(2 * np.pi * r / (8 + i)) * np.cos(2 * np.pi * c / 9)) for i in range(4)])
+    np.savez_compressed(tmp_path / "set.npz", images=imgs.astype(np.float32),
+                        pixel_size_nm=np.full(4, 0.008, np.float32), wave_index=np.arange(4, dtype=np.int32),
+                        defocus_nm=np.zeros(4, np.float32), meta=np.array(_json.dumps({"generator": "test"})))
+    tr = train_network(TrainingPlan(**{**TINY, "source": "physics", "cache": str(tmp_path / "set.npz")}),
+                       out=tmp_path / "phys.pt")
+    assert tr.card["data"].startswith("abTEM multislice") and tr.card["dose_range"] == [0.3, 20.0]
+    with pytest.raises(EmcoreError):
+        train_network(TrainingPlan(**{**TINY, "source": "physics", "cache": str(tmp_path / "missing.npz")}))
