@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from emcore import EmcoreError, evaluate, spectral
+from emcore import EmcoreError, evaluate, jacobian, spectral
 from emcore.display import energy_window_map, summed_spectrum
 from emcore.metrics import EXPLANATIONS
 from emcore.profiles import line_profile
@@ -65,6 +65,7 @@ if ds.ground_truth is not None:
     st.caption("PSNR / SSIM: " + EXPLANATIONS["psnr"] + " " + EXPLANATIONS["ssim"])
 
 labels = [r["label"] for r in runs]
+network_runs = [r for r in runs if jacobian.supports_filter(r["artifacts"])]
 chosen = st.multiselect("Results to view", labels, default=labels[-2:], key="compare_chosen")
 picked = [r for r in runs if r["label"] in chosen]
 
@@ -133,18 +134,29 @@ def viewer() -> None:
         prof.update(start=(int(r0), int(c0)), end=(int(r1), int(c1_)))
         st.caption("Tip: click a point on the images to move the start of the line, then another for its end.")
 
-    fig = ui.panels_figure(panels, clip_percent=clip, shared=shared and not residual,
-                           colorscale="viridis" if ds.kind == "cube" else "gray",
-                           line=(prof["start"], prof["end"]), pixel_grid=(h, w))
+    inspect = False
+    if network_runs:
+        inspect = st.radio("A click on the images sets", ["the profile line", "the pixel to inspect"], horizontal=True,
+                           key="cmp_click_mode", help="'The pixel to inspect' shows, below, the filter the network "
+                                                      "applies at the clicked pixel.") == "the pixel to inspect"
+    # Built again only when what it shows changes (not when widgets elsewhere on the page move).
+    key = ("panels", tuple(ui.result_uid(r) for r in picked), frame, channel, width, residual, clip, shared,
+           prof["start"], prof["end"])
+    fig = ui.memo(key, lambda: ui.panels_figure(
+        panels, clip_percent=clip, shared=shared and not residual, colorscale="viridis" if ds.kind == "cube" else "gray",
+        line=(prof["start"], prof["end"]), pixel_grid=(h, w)))
     # A new key after each click gives a chart with no selection left over, so the next
     # click is a new selection rather than a toggle of the old one.
     event = st.plotly_chart(fig, key=f"cmp_panels_{prof['clicks']}", on_select="rerun", selection_mode="points")
     clicked = ui.clicked_pixel(event)
     if clicked is not None:
         row, col = min(max(clicked[0], 0), h - 1), min(max(clicked[1], 0), w - 1)
+        prof["clicks"] += 1
+        if inspect:
+            ss["jac_pending"] = (row, col)
+            st.rerun()  # the filter view lies outside this fragment
         prof["pending_click"] = (prof["next"], (row, col))
         prof["next"] = "end" if prof["next"] == "start" else "start"
-        prof["clicks"] += 1
         st.rerun(scope="fragment")
 
     try:
@@ -183,7 +195,7 @@ view_state = st.session_state.get("cmp_view", {})
 if ds.kind == "cube":
     if lines:
         st.subheader("Element maps")
-        sources = [("Input", "input", ds.data)] + [(r["label"], r["id"], r["data"]) for r in picked]
+        sources = [("Input", "input", ds.data)] + [(r["label"], ui.result_uid(r), r["data"]) for r in picked]
         if ds.ground_truth is not None:
             sources.append(("Ground truth", "truth", ds.ground_truth))
         cache = derived.setdefault("element_maps", {})  # maps do not change when other widgets move
@@ -193,8 +205,81 @@ if ds.kind == "cube":
                 if (ident, line) not in cache:
                     cache[(ident, line)] = spectral.element_map(a, line, cal)
                 maps.append((f"{line} — {t}", cache[(ident, line)]))
-            st.plotly_chart(ui.panels_figure(maps, clip_percent=clip, shared=shared, colorscale="viridis", height=300),
-                            key=f"gallery_{line}")
+            # The gallery does not depend on the energy slider: reuse its figures on reruns.
+            key = ("gallery", line, tuple((t, ident) for t, ident, _ in sources), clip, shared)
+            fig = ui.memo(key, lambda: ui.panels_figure(maps, clip_percent=clip, shared=shared, colorscale="viridis",
+                                                        height=300), max_entries=2 * len(lines))
+            st.plotly_chart(fig, key=f"gallery_{line}")
+
+# -- what is the network looking at? ----------------------------------------------------
+st.subheader("What is the network looking at?")
+if not network_runs:
+    st.info("This view shows, for a result of a trained network, the filter it applies at a pixel you choose "
+            f"(the gradient of that output pixel with respect to the input). It works on results of "
+            f"{jacobian.supported_text()}; none of the results for this dataset comes from a network yet.")
+else:
+    ss = st.session_state
+    names = [r["label"] for r in runs]
+    j1, j2, j3, j4 = st.columns([2, 1, 1, 1])
+    target = j1.selectbox("Result", names, index=names.index(network_runs[-1]["label"]), key="jac_result")
+    entry_j = next(r for r in runs if r["label"] == target)
+    h_j, w_j = ds.data.shape[1:] if ds.kind == "stack" else ds.data.shape[:2]
+    if ss.get("jac_shape") != (h_j, w_j):  # a new dataset: start at the centre
+        ss.jac_shape, ss.jac_row, ss.jac_col = (h_j, w_j), h_j // 2, w_j // 2
+    if "jac_pending" in ss:  # a click on the images, in "pixel to inspect" mode
+        ss.jac_row, ss.jac_col = ss.pop("jac_pending")
+        ss.jac_go = True
+    row_j = int(j2.number_input("Row", 0, h_j - 1, key="jac_row"))
+    col_j = int(j3.number_input("Col", 0, w_j - 1, key="jac_col"))
+    j4.write("")
+    go_j = j4.button("Show the filter", key="btn_jac", type="primary") or ss.pop("jac_go", False)
+    st.caption("Pick a pixel by row and column, or choose 'the pixel to inspect' above the images and click one. "
+               + ("The filter is taken at the energy shown in the viewer. " if ds.kind == "cube" else "")
+               + ("It is taken on the frame shown in the viewer. " if ds.kind == "stack" else ""))
+    if not jacobian.supports_filter(entry_j["artifacts"]):
+        st.info(f"{target} comes from {entry_j['method']}, which has no trained network to inspect; this view works "
+                f"on results of {jacobian.supported_text()}.")
+    elif go_j:
+        energy_j = view_state.get("channel") if ds.kind == "cube" else None
+        frame_j = int(view_state.get("frame", 0)) if ds.kind == "stack" else None
+        data_j = ds.data[frame_j] if frame_j is not None else ds.data
+        try:
+            with st.spinner("Following the network back from the pixel…"):
+                filt = jacobian.pixel_filter(entry_j["artifacts"], data_j, row_j, col_j, energy=energy_j,
+                                             method=entry_j["method"])
+            ss["jac_filter"] = {"uid": ui.result_uid(entry_j), "token": ss.dataset_token, "filter": filt,
+                                "frame": frame_j, "n": ss.get("jac_count", 0) + 1}
+            ss["jac_count"] = ss["jac_filter"]["n"]
+        except EmcoreError as err:
+            ui.show_error(str(err))
+    saved_j = ss.get("jac_filter")
+    if (saved_j and saved_j["token"] == ss.dataset_token and saved_j["uid"] == ui.result_uid(entry_j)
+            and jacobian.supports_filter(entry_j["artifacts"])):
+        filt = saved_j["filter"]
+        summed_j = False
+        if filt.summed is not None:
+            summed_j = st.toggle("Sum the filter over all input energies", value=False, key="jac_summed",
+                                 help="Off: the weights on the input slice at this energy. On: the weights summed over "
+                                      "every input energy (how much each input pixel counts).")
+        m1, m2, m3, m4 = st.columns(4)
+        wsum = filt.summed_weight_sum if summed_j else filt.weight_sum
+        summary = jacobian.filter_summary(filt.summed) if summed_j else {
+            "effective_diameter": filt.effective_diameter, "participation": filt.participation}
+        m1.metric("Sum of the weights", f"{wsum:.3f}", help="About 1 for a filter that keeps the local brightness.")
+        m2.metric("Effective size", f"{summary['effective_diameter']:.0f} px",
+                  help="Diameter of a disc holding as many pixels as carry 90 % of the total weight.")
+        m3.metric("Pixels taking part", f"{summary['participation']:.0f}",
+                  help="Participation ratio (Σ|w|)² / Σw²: a box filter over n pixels gives n.")
+        m4.metric("Computed in", f"{filt.seconds:.2f} s")
+        st.plotly_chart(ui.memo(("filter", saved_j["n"], summed_j), lambda: ui.filter_figure(filt, summed=summed_j)),
+                        key="jac_figure")
+        where_j = f" (frame {saved_j['frame']})" if saved_j.get("frame") is not None else ""
+        st.markdown(jacobian.describe_filter(filt, cal.pixel_size, cal.pixel_unit, summed=summed_j) + where_j)
+        if filt.spectral is not None:
+            st.plotly_chart(ui.spectral_weights_figure(ds.energy_axis(), filt.spectral, cal.energy_unit),
+                            key="jac_spectral")
+            st.caption("Which input energies the network draws on for this output pixel and energy: the filter summed "
+                       "over the window, channel by channel.")
 
 # -- metrics without ground truth -------------------------------------------------------
 st.subheader("Metrics without a ground truth")
@@ -222,10 +307,14 @@ if model is not None and picked:
                          "lag-1 autocorr. (cols)": round(rep.autocorr_col, 3), "verdict": rep.verdict})
         maps.append((f"{r['label']}: structure map", rep.structure_map))
     st.dataframe(pd.DataFrame(rep_rows), hide_index=True, width="stretch")
-    st.plotly_chart(ui.panels_figure(maps, clip_percent=0.5, shared=True, colorscale="magma", height=300), key="cmp_structure")
+    key = ("structure", tuple(ui.result_uid(r) for r in picked))
+    st.plotly_chart(ui.memo(key, lambda: ui.panels_figure(maps, clip_percent=0.5, shared=True, colorscale="magma",
+                                                          height=300)), key="cmp_structure")
 
 val_runs = {r["label"]: (r["method"], r["requested"]) for r in picked}
-if evaluate.counts_of(ds) is not None:
+if "has_counts" not in noise_memo:  # counts_of materialises the counts: once per dataset
+    noise_memo["has_counts"] = evaluate.counts_of(ds) is not None
+if noise_memo["has_counts"]:
     st.markdown(f"**Count-split validation.** {EXPLANATIONS['count_split']}")
     if st.button("Run count-split validation on the selected results", key="btn_countsplit"):
         bar = st.progress(0.0)
