@@ -20,10 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv=None) -> int:
-    import torch
-
     import models
-    from emcore.training import CHECKPOINT_FORMAT, save_weights
+    from emcore.training import CHECKPOINT_FORMAT, _read_dict, save_weights
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint")
@@ -33,10 +31,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dose", type=float, nargs=2, default=None)
     ap.add_argument("--noise", default=None)
     args = ap.parse_args(argv)
-    # Our own checkpoint (optimiser and RNG states need full unpickling); never a user file.
-    ck = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    if ck.get("format") != CHECKPOINT_FORMAT:
-        raise SystemExit(f"{args.checkpoint} is not a training checkpoint of this workbench")
+    # Read as resume reads it: weights_only=True, format checked.
+    ck = _read_dict(Path(args.checkpoint), CHECKPOINT_FORMAT, "training checkpoint")
     model = getattr(models, ck["model"]).from_config(ck["model_config"])
     model.load_state_dict(ck["state_dict"])
     cfg = ck["config"]
