@@ -2,7 +2,7 @@
 
 Each clean image ``ptceo2_sim_clean_{i}.tif`` (876×927, ../shared/data/hrem) is optionally
 centre-cropped, given Poisson–Gaussian noise ``clean + N(0, a·clean + b²)`` with a = 0.05,
-b = 0.02 (the setting of Tian et al., IEEE TCI 2024, Table I) from ``default_rng(seed)``,
+b = 0.02 (the simulated setting of Tian et al., IEEE TCI 2024) from ``default_rng(seed)``,
 and denoised blind by each method; PSNR is :func:`emcore.metrics.psnr` against the clean
 image (its data range). Prints a table and one JSON line, with wall-clock seconds and the
 process CPU seconds (all threads) beside the load average: on a shared machine the wall time
@@ -36,7 +36,7 @@ from emcore.noise import PoissonGaussian  # noqa: E402
 from emcore.registry import denoise  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "hrem"
-# Tian et al. 2024, Sec. IV-A: simulated Poisson–Gaussian noise with a = 0.05, b = 0.02.
+# Tian et al. 2024, simulated experiments: Poisson–Gaussian noise with a = 0.05, b = 0.02.
 NOISE_A, NOISE_B = 0.05, 0.02
 
 

@@ -26,7 +26,7 @@ from .unet import UNet
 
 __all__ = ["Noise2SR"]
 
-# [Tian2024] Sec. III: the decoder is a sub-pixel convolution (3x3 convolution to
+# [Tian2024]: the decoder is a sub-pixel convolution (3x3 convolution to
 # scale**2 times the channels, then a pixel shuffle [Shi2016]) followed by pointwise layers.
 SUBPIXEL_KERNEL_SIZE = 3
 # Slope of the leaky ReLU after the pixel shuffle (as in the code released with [Tian2024]).

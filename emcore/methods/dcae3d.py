@@ -53,6 +53,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..dataset import Dataset
@@ -328,29 +329,45 @@ class MaskedCubeSource:
 
 
 class _Denoiser(nn.Module):
-    """A :class:`models.DCAE3D` whose output is offset, per energy channel, by the summed
-    spectrum of the whole cube (on the link's scale).
+    """A :class:`models.DCAE3D` that learns a correction to a local average (residual learning).
 
-    With the network's head initialised near zero, the untrained model predicts the mean
-    spectrum at every pixel, and training only has to learn how each pixel departs from it,
-    which takes far fewer steps than learning the spectrum itself from the context channel.
+    The output (on the link's scale) is ``net(x) + link⁻¹(b)``, where ``b`` is, for every
+    voxel, the mean of the counts channel over a ``window × window`` pixel square at the same
+    energy, shrunk by ``shrink`` toward the summed spectrum of the whole cube (so that a
+    square without a count still gets a plausible rate). With the network's head
+    initialised near zero the untrained model returns that smoothed cube — already a fair
+    denoiser of sparse counts — and training learns where and how to depart from it (sharp
+    edges, the HAADF's structure, spectral shape), which takes far fewer steps than learning
+    the whole mapping. ``b`` is computed from the network's input, in which the hidden voxels
+    are zero, so a hidden voxel's own count never reaches its estimate (J-invariance holds).
     """
 
-    def __init__(self, net: nn.Module, offset: np.ndarray):
+    def __init__(self, net: nn.Module, spectrum: np.ndarray, link: str, window: int = 5, shrink: float = 0.2):
         super().__init__()
         self.net = net
-        self.register_buffer("offset", torch.as_tensor(np.asarray(offset, np.float32)).reshape(1, 1, -1, 1, 1))
+        self.link = link
+        self.window = int(window)
+        self.shrink = float(shrink)
+        self.register_buffer("spectrum", torch.as_tensor(np.asarray(spectrum, np.float32)).reshape(1, 1, -1, 1, 1))
+
+    def baseline(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.window
+        local = F.avg_pool3d(x[:, :1].float(), kernel_size=(1, k, k), stride=1, padding=(0, k // 2, k // 2),
+                             count_include_pad=False)
+        b = (1.0 - self.shrink) * local + self.shrink * self.spectrum
+        if self.link == "softplus":
+            b = b.clamp_min(_OFFSET_FLOOR)
+            return b + torch.log(-torch.expm1(-b))  # softplus⁻¹
+        return b
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x) + self.offset
+        return self.net(x) + self.baseline(x)
 
 
 class _SoftplusMSE:
     """Squared error of the softplus rate against the (normalised) counts."""
 
     def __call__(self, output, target, mask=None):
-        import torch.nn.functional as F
-
         from ..training import MSELoss
 
         return MSELoss()(F.softplus(output.float()), target, mask)
@@ -391,8 +408,6 @@ class _Network:
 
     def rates(self, x, haadf):
         """Normalised rates [E, h, w] for normalised counts [E, h, w]."""
-        import torch.nn.functional as F
-
         out = self.model(self.inputs(x, haadf)).float()[0, 0]
         return F.softplus(out) if self.link == "softplus" else out
 
@@ -570,13 +585,18 @@ def _run(ds: Dataset, params: dict, ctx: RunContext) -> np.ndarray:
     prep = prepare_cube(data, lo, hi, bin_energy)
     steps = params["steps"] or preset["steps"]
     width = params["width"] or preset["width"]
+    batch = params["batch_size"] or preset["batch"]
+    patch = params["patch_size"] or preset["patch"]
+    if patch < 8:
+        raise EmcoreError(f"Training crops must be at least 8 pixels wide (or 0 for the preset's); got {patch}.")
     device = select_device(ctx.device)
     if 0 < width < 4:
         raise EmcoreError(f"The network width must be at least 4 feature channels (or 0 for the preset's); got {width}.")
     max_minutes = params["max_minutes"] or None
     if max_minutes is None and device.type == "cpu":
         max_minutes = preset["max_minutes"]
-    ctx.resolved.update(bin_energy=int(prep.bin), steps=int(steps), width=int(width), use_haadf=haadf is not None,
+    ctx.resolved.update(bin_energy=int(prep.bin), steps=int(steps), width=int(width), batch_size=int(batch),
+                        patch_size=int(min(patch, max(data.shape[:2]))), use_haadf=haadf is not None,
                         max_minutes=float(max_minutes or 0.0))
     cal = ds.calibration
     e_lo, e_hi = cal.energy_offset + cal.energy_scale * prep.lo, cal.energy_offset + cal.energy_scale * (prep.hi - 1)
@@ -604,20 +624,13 @@ def _run(ds: Dataset, params: dict, ctx: RunContext) -> np.ndarray:
     counts = np.ascontiguousarray(prep.cube.transpose(2, 0, 1)) / scale[:, None, None]
     spectrum = _spectrum_channel(prep.cube, level)
     source = MaskedCubeSource(counts, spectrum, haadf, mask_rate=params["mask_rate"], fill=params["mask_fill"],
-                              seed=ctx.seed, val_patch=preset["patch"])
+                              seed=ctx.seed, val_patch=patch)
 
     torch.manual_seed(ctx.seed)
     net = DCAE3D(in_channels=source.channels, out_channels=1, width=int(width), levels=preset["levels"])
     with torch.no_grad():
         net.head.bias.zero_()
-    mean_spectrum = mean_spectrum / scale
-    if link == "softplus":
-        # softplus^-1 of the mean spectrum (floored: empty bins would give -inf).
-        m = np.maximum(mean_spectrum, _OFFSET_FLOOR)
-        offset = m + np.log(-np.expm1(-m))
-    else:
-        offset = mean_spectrum
-    model = _Denoiser(net, offset)
+    model = _Denoiser(net, mean_spectrum / scale, link)
     if params["loss"] == "poisson":
         loss = PoissonNLLLoss(link="softplus")
     else:
@@ -625,8 +638,8 @@ def _run(ds: Dataset, params: dict, ctx: RunContext) -> np.ndarray:
     config = TrainConfig(
         steps=int(steps),
         max_seconds=None if max_minutes is None else 60.0 * float(max_minutes),
-        batch_size=preset["batch"],
-        patch_size=max(16, preset["patch"]),
+        batch_size=int(batch),
+        patch_size=int(patch),
         lr=preset["lr"],
         schedule="cosine",
         warmup_steps=min(20, max(0, int(steps) // 10)),
@@ -695,6 +708,11 @@ register(Method(
               help="Stop training after this many minutes and denoise with the best model so far; 0 uses the "
                    "preset's (fast: 4 min on the CPU, otherwise none). A run that hits the limit is not "
                    "bit-reproducible."),
+        Param("batch_size", "int", 0, min=0, max=256, label="Batch size",
+              help="Crops per training step; 0 uses the preset's (4)."),
+        Param("patch_size", "int", 0, min=0, max=1024, label="Patch size (px)",
+              help="Side of the training crops in pixels (each holds the whole energy axis); 0 uses the preset's "
+                   "(fast: 24, quality: 48). Maps smaller than a crop train on crops of their own size."),
         Param("bin_energy", "int", 0, min=0, max=64, label="Energy binning",
               help="Channels summed into one before training (the result is spread back over them); 0 sums "
                    "enough to leave at most 128 (fast) or 256 (quality) channels."),
