@@ -276,8 +276,9 @@ def denoise(
     if dataset.kind not in m.accepts:
         others = ", ".join(x.name for x in methods_for(dataset.kind)) or "none yet"
         words = {"image": "an image", "stack": "a stack of images", "cube": "a spectrum image"}
+        plural = {"image": "images", "stack": "stacks of images", "cube": "spectrum images"}
         raise EmcoreError(
-            f"{m.label} works on {' or '.join(words[k].split(' ', 1)[1] + 's' for k in m.accepts)}, "
+            f"{m.label} works on {' or '.join(plural[k] for k in m.accepts)}, "
             f"but {dataset.name} is {words[dataset.kind]}; methods for {words[dataset.kind]}: {others}."
         )
     values = check_params(m, params)

@@ -218,8 +218,10 @@ class MaskedCubeSource:
     axis), flipped and transposed at random. In the counts channel a Bernoulli fraction
     ``mask_rate`` of the voxels is hidden — replaced by zero (``fill="zero"``) or by the
     mean of their 26 neighbours (``fill="local_mean"``) — and those voxels, minus the fixed
-    hold-out set, are the loss mask. Context channels (the summed spectrum broadcast over
-    the map, the HAADF image broadcast along energy) are never masked.
+    hold-out set, are the loss mask. A second channel marks the hidden voxels (1) — the
+    network is told which values are missing, as in partial convolutions, so a hidden zero
+    is not mistaken for a recorded zero. Context channels (the summed spectrum broadcast
+    over the map, the HAADF image broadcast along energy) are never masked.
 
     Parameters
     ----------
@@ -240,7 +242,7 @@ class MaskedCubeSource:
     Notes
     -----
     ``batch`` returns ``(inputs [B, C, E, h, w], targets [B, 1, E, h, w], mask [B, 1, E, h, w])``
-    with ``C = 2`` (counts, spectrum) or 3 (with the HAADF image last).
+    with ``C = 3`` (counts, hidden-voxel indicator, spectrum) or 4 (with the HAADF image last).
     """
 
     def __init__(self, counts, spectrum, haadf=None, *, mask_rate: float = 0.1, fill: str = "zero", seed: int = 0,
@@ -263,16 +265,16 @@ class MaskedCubeSource:
 
     @property
     def channels(self) -> int:
-        return 2 + (self.haadf is not None)
+        return 3 + (self.haadf is not None)
 
     def _hide(self, x: np.ndarray, fill: np.ndarray | None, hidden: np.ndarray) -> np.ndarray:
         out = x.copy()
         out[hidden] = 0.0 if fill is None else fill[hidden]
         return out
 
-    def _inputs(self, x: np.ndarray, haadf: np.ndarray | None) -> np.ndarray:
+    def _inputs(self, x: np.ndarray, hidden: np.ndarray, haadf: np.ndarray | None) -> np.ndarray:
         e, h, w = x.shape
-        chans = [x, np.broadcast_to(self.spectrum[:, None, None], (e, h, w))]
+        chans = [x, hidden.astype(np.float32), np.broadcast_to(self.spectrum[:, None, None], (e, h, w))]
         if haadf is not None:
             chans.append(np.broadcast_to(haadf[None], (e, h, w)))
         return np.stack(chans)
@@ -293,7 +295,7 @@ class MaskedCubeSource:
             hd = None if self.haadf is None else self.haadf[r0:r0 + ph, c0:c0 + pw]
             hidden = rng.random(x.shape, dtype=np.float32) < self.mask_rate
             target_mask = hidden if hold is None else hidden & ~hold
-            inp = self._inputs(self._hide(x, fill, hidden), hd)
+            inp = self._inputs(self._hide(x, fill, hidden), hidden, hd)
             tgt, msk = x[None], target_mask[None]
             # Flips and transposes of the map are symmetries of the problem (not of energy).
             if flip_r:
@@ -322,7 +324,7 @@ class MaskedCubeSource:
             x, hold = self.x[win], self.holdout[win]
             fill = None if self.fill_values is None else self.fill_values[win]
             hd = None if self.haadf is None else self.haadf[r0:r0 + ph, c0:c0 + pw]
-            xs.append(np.ascontiguousarray(self._inputs(self._hide(x, fill, hold), hd)))
+            xs.append(np.ascontiguousarray(self._inputs(self._hide(x, fill, hold), hold, hd)))
             ts.append(np.ascontiguousarray(x[None]))
             ms.append(hold[None].astype(np.float32))
         return [(torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ts)), torch.from_numpy(np.stack(ms)), None)]
@@ -338,8 +340,9 @@ class _Denoiser(nn.Module):
     initialised near zero the untrained model returns that smoothed cube — already a fair
     denoiser of sparse counts — and training learns where and how to depart from it (sharp
     edges, the HAADF's structure, spectral shape), which takes far fewer steps than learning
-    the whole mapping. ``b`` is computed from the network's input, in which the hidden voxels
-    are zero, so a hidden voxel's own count never reaches its estimate (J-invariance holds).
+    the whole mapping. ``b`` averages only the voxels the input does not mark as hidden
+    (channel 1), so a hidden voxel's own count never reaches its estimate (J-invariance
+    holds) and the hidden fraction does not bias it.
     """
 
     def __init__(self, net: nn.Module, spectrum: np.ndarray, link: str, window: int = 5, shrink: float = 0.2):
@@ -352,8 +355,10 @@ class _Denoiser(nn.Module):
 
     def baseline(self, x: torch.Tensor) -> torch.Tensor:
         k = self.window
-        local = F.avg_pool3d(x[:, :1].float(), kernel_size=(1, k, k), stride=1, padding=(0, k // 2, k // 2),
-                             count_include_pad=False)
+        pool = dict(kernel_size=(1, k, k), stride=1, padding=(0, k // 2, k // 2), count_include_pad=False)
+        seen = 1.0 - x[:, 1:2].float()  # channel 1 marks the hidden voxels
+        # The mean over the voxels that are not hidden (a normalised convolution).
+        local = F.avg_pool3d(x[:, :1].float() * seen, **pool) / F.avg_pool3d(seen, **pool).clamp_min(1e-6)
         b = (1.0 - self.shrink) * local + self.shrink * self.spectrum
         if self.link == "softplus":
             b = b.clamp_min(_OFFSET_FLOOR)
@@ -397,18 +402,19 @@ class _Network:
         self.spectrum, self.haadf = spectrum, haadf
         self.link = link
 
-    def inputs(self, x, haadf):
-        """[E, h, w] normalised counts (torch) and [h, w] HAADF -> [1, C, E, h, w]."""
-
+    def inputs(self, x, haadf, hidden=None):
+        """[E, h, w] normalised counts (torch), [h, w] HAADF and [E, h, w] hidden-voxel
+        indicator (None: nothing hidden) -> [1, C, E, h, w]."""
         e, h, w = x.shape
-        chans = [x, torch.as_tensor(self.spectrum, dtype=x.dtype, device=x.device)[:, None, None].expand(e, h, w)]
+        hid = torch.zeros_like(x) if hidden is None else torch.as_tensor(hidden, dtype=x.dtype, device=x.device)
+        chans = [x, hid, torch.as_tensor(self.spectrum, dtype=x.dtype, device=x.device)[:, None, None].expand(e, h, w)]
         if haadf is not None:
             chans.append(torch.as_tensor(haadf, dtype=x.dtype, device=x.device)[None].expand(e, h, w))
         return torch.stack(chans)[None]
 
-    def rates(self, x, haadf):
+    def rates(self, x, haadf, hidden=None):
         """Normalised rates [E, h, w] for normalised counts [E, h, w]."""
-        out = self.model(self.inputs(x, haadf)).float()[0, 0]
+        out = self.model(self.inputs(x, haadf, hidden)).float()[0, 0]
         return F.softplus(out) if self.link == "softplus" else out
 
     def infer(self, device, *, amp: bool, progress=None, hide: tuple | None = None) -> np.ndarray:
@@ -456,13 +462,15 @@ class _Network:
         done = 0
         self.model.eval()
         for group in passes:
-            x_in = x_all
+            x_in, h_in = x_all, None
             if group is not None:
                 hidden = hide[0] == group
                 x_in = x_all.copy()
                 x_in[hidden] = 0.0 if hide[1] is None else hide[1][hidden]
+                h_in = hidden.astype(np.float32)
             if (ph, pw) != (h, w):
                 x_in = np.pad(x_in, pad, mode="edge")
+                h_in = None if h_in is None else np.pad(h_in, pad, mode="edge")
             out = np.zeros((e, ph, pw), np.float32)
             with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.bfloat16,
                                                         enabled=amp and device.type == "cuda"):
@@ -470,7 +478,8 @@ class _Network:
                     r0, c0 = rows[i], cols[j]
                     x = torch.from_numpy(x_in[:, r0:r0 + th, c0:c0 + tw].copy()).to(device)
                     hd = None if haadf is None else haadf[r0:r0 + th, c0:c0 + tw]
-                    r = self.rates(x, hd).float().cpu().numpy()
+                    hid = None if h_in is None else torch.from_numpy(h_in[:, r0:r0 + th, c0:c0 + tw].copy()).to(device)
+                    r = self.rates(x, hd, hid).float().cpu().numpy()
                     out[:, r0:r0 + th, c0:c0 + tw] += r * np.outer(wr[i], wc[j]).astype(np.float32)[None]
                     done += 1
                     if progress is not None and total > 1:
@@ -698,10 +707,10 @@ register(Method(
               help="Fraction of voxels hidden in every training crop; the loss is computed on them only."),
         Param("mask_fill", "choice", "zero", choices=("zero", "local_mean"), label="Hidden voxels become",
               help="What a hidden voxel is replaced by: zero, or the mean of its 26 neighbours."),
-        Param("inference", "choice", "j-invariant", choices=("j-invariant", "single"), label="Inference",
-              help="'j-invariant': 8 passes over the cube, each hiding an eighth of the voxels, so that no voxel's "
-                   "estimate sees its own count (Batson & Royer 2019; better on sparse counts); 'single': one pass "
-                   "over the whole noisy cube, as Taylor et al."),
+        Param("inference", "choice", "single", choices=("single", "j-invariant"), label="Inference",
+              help="'single': one pass over the whole noisy cube, as Taylor et al. (the usual choice); "
+                   "'j-invariant': 8 passes, each hiding an eighth of the voxels, so that no voxel's estimate sees "
+                   "its own count (Batson & Royer 2019, Sec. 4)."),
         Param("steps", "int", 0, min=0, max=200_000, label="Training steps",
               help="Optimiser steps; 0 uses the preset's (fast: 400, quality: 3000)."),
         Param("max_minutes", "float", 0.0, min=0.0, max=1440.0, label="Time limit (min)",

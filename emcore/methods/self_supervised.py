@@ -591,7 +591,9 @@ def _run_noise2self(ds: Dataset, params: dict, ctx: RunContext) -> np.ndarray:
     def apply(x: torch.Tensor) -> torch.Tensor:
         return predict(cpu_model, x / scale) * scale
 
-    ctx.artifacts.update(apply=apply, receptive_field=cpu_model.receptive_field(), min_size=1)
+    # The interpolation of the hidden pixels reads one more pixel on each side.
+    field = cpu_model.receptive_field() + (2 if j_inv else 0)
+    ctx.artifacts.update(apply=apply, receptive_field=field, min_size=1)
     return denormalise(out.reshape(ds.data.shape), scale)
 
 
