@@ -3,7 +3,7 @@
 1. **Speed** (target: under 2 s per pixel on a 512×512 image, CPU). Seconds per
    :func:`emcore.jacobian.pixel_filter` call — one forward and one backward pass on a window
    around the pixel — for a UNet-32 with 4 scales from ``models/`` (the shipped weights
-   ``emcore/weights/unet32_sbd.pt`` when present, else a random initialisation: the time is
+   (``emcore.methods.supervised.SHIPPED``) when present, else a random initialisation: the time is
    the same), and for every registered learned method (run with its ``quick`` settings: the
    time depends on the network, not on how well it is trained; spectrum-image methods on the
    128×128×1024 EDS example at the Fe Kα channel).
@@ -37,7 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from emcore import EmcoreError, simulate  # noqa: E402
 from emcore.jacobian import SUPPORTED_METHODS, pixel_filter  # noqa: E402
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "emcore" / "weights" / "unet32_sbd.pt"
+from emcore.methods.supervised import SHIPPED  # noqa: E402
+
+WEIGHTS = SHIPPED["unet"]
 TARGET_S = 2.0
 RING_PX = 6  # weights closer than this to the pixel belong to its own column, not to neighbours
 # What counts as reproducing the finding: the vacuum filter at least this much wider than the

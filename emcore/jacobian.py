@@ -127,6 +127,9 @@ class PixelFilter:
         Cubes: ``Σ summed``.
     seconds : float
         Time taken.
+    note : str
+        How the function followed differs from the one that made the result, if it does
+        (empty otherwise).
     """
 
     weights: np.ndarray
@@ -144,6 +147,7 @@ class PixelFilter:
     spectral: np.ndarray | None = None
     summed_weight_sum: float | None = None
     seconds: float = 0.0
+    note: str = ""
 
     @property
     def centre(self) -> tuple[int, int]:
@@ -251,7 +255,9 @@ def pixel_filter(
     artifacts : mapping or DenoiseResult
         A result's ``artifacts`` (or the result itself): ``"apply"`` (differentiable CPU
         function of the input in data units), ``"receptive_field"`` (px, side length) and
-        ``"min_size"`` (smallest crop side ``apply`` accepts). See
+        ``"min_size"`` (smallest crop side ``apply`` accepts); optionally ``"filter_apply"``, a
+        cheaper function used instead of ``"apply"`` for the view, with ``"filter_note"``
+        saying how it differs (Noise2SR: fewer sub-samplings averaged). See
         :class:`emcore.registry.DenoiseResult`.
     data : ndarray
         The input the result was computed from: an image ``(H, W)`` or a spectrum image
@@ -279,7 +285,8 @@ def pixel_filter(
         method = method or getattr(artifacts, "method", None)
         artifacts = artifacts.artifacts
     a, row, col, energy = _check_inputs(artifacts, data, row, col, energy, method)
-    apply = artifacts["apply"]
+    apply = artifacts.get("filter_apply") or artifacts["apply"]
+    note = str(artifacts.get("filter_note") or "") if callable(artifacts.get("filter_apply")) else ""
     h, w = a.shape[:2]
     rf = int(artifacts.get("receptive_field") or max(h, w))
     min_size = int(artifacts.get("min_size") or 1)
@@ -313,7 +320,7 @@ def pixel_filter(
         window_input=window_input, output=out, linear_estimate=linear,
         weight_sum=s["weight_sum"], participation=s["participation"], area90=s["area90"],
         effective_diameter=s["effective_diameter"], summed=summed, spectral=spectral,
-        summed_weight_sum=summed_sum, seconds=time.perf_counter() - t0,
+        summed_weight_sum=summed_sum, seconds=time.perf_counter() - t0, note=note,
     )
 
 
@@ -385,4 +392,6 @@ def describe_filter(f: PixelFilter, pixel_size: float = 1.0, unit: str = "px", s
     if abs(offset) > 0.05 * max(abs(f.output), 1e-12):
         text += (f" The network's output here is {f.output:.4g} while the filter applied to the input gives "
                  f"{f.linear_estimate:.4g}: the difference is the network's own offset (bias-free networks have none).")
+    if f.note:
+        text += " " + f.note
     return text

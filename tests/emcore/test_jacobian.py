@@ -187,3 +187,25 @@ def test_trained_tiny_model_averages_in_a_flat_region(one_thread):
     assert f.weight_sum == pytest.approx(1.0, abs=0.15)
     assert f.participation > 10  # it averages many pixels, it does not copy the input pixel
     assert f.weights.shape[0] >= 13
+
+
+def test_noise2sr_view_follows_fewer_sub_samplings_and_says_so(one_thread):
+    from emcore import simulate
+    from emcore.jacobian import describe_filter
+    from emcore.methods.self_supervised import FILTER_VIEW_SAMPLES
+    from emcore.registry import denoise
+
+    ds = simulate.hrem_example(seed=1, size=64)
+    samples = FILTER_VIEW_SAMPLES + 4
+    res = denoise(ds, "noise2sr", seed=0, steps=2, batch_size=2, patch_size=32, mmse_samples=samples)
+    art = res.artifacts
+    assert callable(art["filter_apply"]) and f"averages {samples} random sub-samplings" in art["filter_note"]
+    x = torch.from_numpy(ds.data.copy())
+    full, view = art["apply"](x), art["filter_apply"](x)
+    assert full.shape == view.shape == x.shape and not torch.equal(full, view)
+    f = pixel_filter(res, ds.data, 30, 33)
+    assert f.note == art["filter_note"] and f.note in describe_filter(f)
+    assert f.output == pytest.approx(float(view[30, 33]), rel=1e-4, abs=1e-5)  # the cheaper function was followed
+    # with no more sub-samplings than the view uses, the view follows the result's own function
+    few = denoise(ds, "noise2sr", seed=0, steps=2, batch_size=2, patch_size=32, mmse_samples=FILTER_VIEW_SAMPLES)
+    assert "filter_apply" not in few.artifacts and pixel_filter(few, ds.data, 30, 33).note == ""
