@@ -2,6 +2,7 @@
 validation on the real cubes, and the time of the ``fast`` preset.
 
     .venv/bin/python benchmarks/bench_dcae3d.py [--part phantom real timing gpu] [--steps 400] [--seeds 3]
+        [--cubes sio2_eds.hspy]
 
 1. **Phantom** — ``emcore.simulate.eds_example(seed=4, counts_per_pixel=20, size=64,
    channels=1024)``. Score: the PSNR of each X-ray line's element map against the ground
@@ -117,14 +118,18 @@ def phantom(steps: int, size: int, channels: int, seeds: int = 1) -> list[dict]:
     return rows
 
 
-def real(steps: int) -> list[dict]:
+CUBES = ("core_shell.hdf5", "sio2_eds.hspy", "bruker_test_TEM.bcf")
+
+
+def real(steps: int, cubes=CUBES) -> list[dict]:
     from emcore import io
     from emcore.evaluate import count_split_validation
 
     if not SHARED.is_dir():
         print(f"\n2. Real cubes: {SHARED} not found; skipped.")
         return []
-    cases = [("core_shell.hdf5", None), ("sio2_eds.hspy", "sio2_haadf.hspy"), ("bruker_test_TEM.bcf", None)]
+    haadfs = {"sio2_eds.hspy": "sio2_haadf.hspy"}
+    cases = [(name, haadfs.get(name)) for name in cubes]
     print("\n2. Real cubes: count-split validation (half A denoised, scored against half B); lower is better",
           flush=True)
     print(f"{'cube':<22}{'run':<28}{'est. MSE':>12}{'Poisson NLL':>13}{'wall s':>8}", flush=True)
@@ -204,6 +209,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400, help="training steps of the quality runs (default 400)")
     ap.add_argument("--seeds", type=int, default=1,
                     help="repeat the ±HAADF comparison with this many training seeds (default 1)")
+    ap.add_argument("--cubes", nargs="+", default=list(CUBES), choices=CUBES, help="real cubes (default: all three)")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--channels", type=int, default=1024)
     args = ap.parse_args()
@@ -211,7 +217,7 @@ def main() -> None:
     if "phantom" in args.part:
         out["phantom"] = phantom(args.steps, args.size, args.channels, args.seeds)
     if "real" in args.part:
-        out["real"] = real(args.steps)
+        out["real"] = real(args.steps, args.cubes)
     if "timing" in args.part:
         out["timing"] = timing()
     if "gpu" in args.part:

@@ -185,7 +185,10 @@ LESSONS: dict[str, Lesson] = {
         needs="Only the noisy spectrum image (trained on it Noise2Self-style; optionally with the HAADF image as "
               "an extra input). A GPU helps: minutes there, much longer on a CPU.",
         choose_when="EDS maps too sparse for PCA to separate minor elements, where both spatial and spectral "
-                    "context are needed. Check the element maps against PCA and the residual.",
+                    "context are needed. Check it against PCA with the count-split score of the Compare page: "
+                    "on a nearly uniform sample PCA's one spectral model for the whole map is hard to beat, and "
+                    "the network needs a longer training to pass it (on the SiO₂ cube of our benchmark: "
+                    "3000 steps rather than the fast preset's 400).",
         parameters="Training budget; the network's width and depth; use of the HAADF image.",
         reference="R. Taylor, Y. Chen, H. Zheng, N. D. Browning, “Deep learning-based blind denoising for "
                   "enhancing energy-dispersive X-ray spectroscopy (EDS) images”, *Microscopy and Microanalysis* "
