@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parents[2]
-APP = str(ROOT / "app.py")
+from tests.app.apptest import finished_job, open_app
 
 
 def _app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def _finished_job(at, timeout=180):
-    """Wait for this session's job; return it before the page collects (and forgets) it."""
-    from emcore.jobs import manager
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        mine = manager().jobs_for(at.session_state["owner_id"])
-        if mine and not any(j.active for j in mine):
-            return mine[-1]
-        time.sleep(0.1)
-    raise AssertionError("the job did not finish in time")
+    return open_app(120)
 
 
 def test_dcae3d_tiny_budget_on_the_eds_example():
@@ -46,7 +26,7 @@ def test_dcae3d_tiny_budget_on_the_eds_example():
     next(b for b in at.button if b.label == "Run").click().run()
     assert not at.exception, [e.value for e in at.exception]
 
-    job = _finished_job(at)
+    job = finished_job(at)
     assert job.state == "done", job.error
     assert any("loss_train" in h for h in job.history)  # training losses feed the live chart
 
@@ -80,7 +60,7 @@ def test_dcae3d_on_a_real_cube_with_its_haadf_shows_element_maps(shared_data):
     for name, value in {"steps": 3, "width": 4}.items():
         at.number_input(key=f"p_dcae3d_{name}").set_value(value)
     next(b for b in at.button if b.label == "Run").click().run()
-    job = _finished_job(at)
+    job = finished_job(at)
     assert job.state == "done", job.error
     at.run()
     assert not at.exception, [e.value for e in at.exception]

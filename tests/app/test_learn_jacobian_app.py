@@ -3,7 +3,6 @@ view, on results injected with a known network function (a fixed convolution).""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,16 +10,13 @@ import torch
 import torch.nn.functional as F
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parents[2]
-APP = str(ROOT / "app.py")
+from tests.app.apptest import open_app
+
 TIMEOUT = 180
 
 
 def _app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_app(TIMEOUT)
 
 
 def _box_artifacts(size: int = 5, cube: bool = False) -> dict:

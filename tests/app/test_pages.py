@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import io as _io
-from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parents[2]
-APP = str(ROOT / "app.py")
+from tests.app.apptest import open_app
+
 TIMEOUT = 120
 
 
 def _app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_app(TIMEOUT)
 
 
 def _npy_bytes(a) -> bytes:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parents[2]
-APP = str(ROOT / "app.py")
+from tests.app.apptest import finished_job, open_app
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -26,23 +23,7 @@ def one_torch_thread():
 
 
 def _app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def _finished_job(at, timeout=180):
-    """Wait for this session's job; return it before the page collects (and forgets) it."""
-    from emcore.jobs import manager
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        mine = manager().jobs_for(at.session_state["owner_id"])
-        if mine and not any(j.active for j in mine):
-            return mine[-1]
-        time.sleep(0.1)
-    raise AssertionError("the job did not finish in time")
+    return open_app(120)
 
 
 def test_noise2sr_tiny_budget_from_the_denoise_page():
@@ -56,7 +37,7 @@ def test_noise2sr_tiny_budget_from_the_denoise_page():
     next(b for b in at.button if b.label == "Run").click().run()
     assert not at.exception, [e.value for e in at.exception]
 
-    job = _finished_job(at)
+    job = finished_job(at)
     assert job.state == "done", job.error
     assert job.progress is not None and "MMSE" in job.progress.message  # the average reports its progress
     assert any("loss_train" in h for h in job.history)  # training losses feed the live chart
