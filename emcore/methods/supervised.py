@@ -378,12 +378,15 @@ def train_network(
 
     source, what = _source_for(plan, dataset, clean)
     model = plan.build()
+    started_from = None
     if plan.start_from_shipped:
         shipped = load_network(plan.model)
         if shipped.config() != model.config():
             raise EmcoreError(f"The shipped {MODEL_CLASS[plan.model]} has {shipped.config()}; fine-tuning needs the "
                               "same architecture — set it, or train from scratch.")
         model.load_state_dict(shipped.state_dict())
+        # The card of the starting point: how the weights got where this run picked them up.
+        started_from = {"weights": SHIPPED[plan.model].name, "card": weights_card(plan.model)}
     config = TrainConfig(steps=plan.steps, max_seconds=plan.max_seconds, batch_size=plan.batch_size,
                          patch_size=plan.patch_size, lr=plan.lr, schedule="cosine",
                          warmup_steps=min(200, plan.steps // 20 if plan.steps else 0),
@@ -400,6 +403,7 @@ def train_network(
         "batch": result.batch_size, "patch": result.patch_size, "lr": plan.lr,
         "validation_psnr_db": best_psnr, "device": result.device, "seconds": round(result.seconds, 1),
         "data": what, "input_normalisation": "divide by the image mean (emcore.sbd.normalise)",
+        "started_from": started_from,
     }
     path = Path(out) if out else Path(tempfile.mkdtemp(prefix="emcore-weights-")) / f"{plan.model}.pt"
     save_weights(model.cpu(), path, card)

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from emcore import Dataset, EmcoreError, simulate
 from emcore.methods.supervised import (
@@ -124,3 +125,18 @@ def test_training_on_the_physics_set_cache(tmp_path):
     assert tr.card["data"].startswith("abTEM multislice") and tr.card["dose_range"] == [0.3, 20.0]
     with pytest.raises(EmcoreError):
         train_network(TrainingPlan(**{**TINY, "source": "physics", "cache": str(tmp_path / "missing.npz")}))
+
+
+def test_fine_tuning_starts_from_the_shipped_weights_and_records_them(tmp_path):
+    from emcore.methods.supervised import SHIPPED, load_network, weights_card
+
+    shipped = load_network("unet")
+    plan = TrainingPlan(**{**TINY, "start_from_shipped": True, "scales": shipped.scales, "base": shipped.base,
+                           "bias_free": not shipped.bias})
+    tr = train_network(plan, out=tmp_path / "ft.pt", should_stop=lambda: True)  # stops before the first step
+    assert tr.card["started_from"] == {"weights": SHIPPED["unet"].name, "card": weights_card("unet")}
+    tuned = load_network("unet", tr.path)
+    for a, b in zip(tuned.state_dict().values(), shipped.state_dict().values()):
+        assert torch.equal(a, b)  # no step taken: exactly the shipped weights
+    scratch = train_network(TrainingPlan(**{**TINY, "steps": 1}), out=tmp_path / "s.pt")
+    assert scratch.card["started_from"] is None
