@@ -22,6 +22,13 @@ $PY -m emcore train unet --source physics --steps "${UNET_STEPS:-3000}" --max-se
     --checkpoints runs/unet32_abtem --out runs/unet32_abtem.pt
 cp runs/unet32_abtem.pt emcore/weights/unet32_abtem.pt
 cp runs/unet32_abtem.pt.json emcore/weights/unet32_abtem.pt.json
+# Second stage: continue from those weights (--finetune starts from the shipped file) with a
+# fresh cosine schedule and another seed; on 2 quiet CPU cores, two threads, 45 minutes.
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} $PY -m emcore train unet --source physics --finetune --steps "${UNET_FT_STEPS:-10000}" \
+    --max-seconds "${FT_SECONDS:-2700}" --batch 4 --patch 128 --dose-min 0.3 --dose-max 20 --noise mixed \
+    --val-every 500 --seed 1 --device "$DEVICE" --checkpoints runs/unet32_abtem_ft --out runs/unet32_abtem_ft.pt
+cp runs/unet32_abtem_ft.pt emcore/weights/unet32_abtem.pt
+cp runs/unet32_abtem_ft.pt.json emcore/weights/unet32_abtem.pt.json
 $PY -m emcore train dncnn --steps "${DNCNN_STEPS:-4000}" --max-seconds "${MAX_SECONDS:-3600}" --batch 8 --patch 64 \
     --dose-min 0.3 --dose-max 20 --noise mixed --val-every 250 --seed 0 --device "$DEVICE" \
     --checkpoints runs/dncnn --out emcore/weights/dncnn_sbd.pt
