@@ -285,8 +285,8 @@ def pixel_filter(
         method = method or getattr(artifacts, "method", None)
         artifacts = artifacts.artifacts
     a, row, col, energy = _check_inputs(artifacts, data, row, col, energy, method)
-    apply = artifacts.get("filter_apply") or artifacts["apply"]
-    note = str(artifacts.get("filter_note") or "") if callable(artifacts.get("filter_apply")) else ""
+    cheaper = artifacts.get("filter_apply")
+    apply, note = (cheaper, str(artifacts.get("filter_note") or "")) if callable(cheaper) else (artifacts["apply"], "")
     h, w = a.shape[:2]
     rf = int(artifacts.get("receptive_field") or max(h, w))
     min_size = int(artifacts.get("min_size") or 1)
