@@ -15,21 +15,20 @@ References
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dncnn import build_from_config, check_bool, check_int
+from .dncnn import ConfigMixin, check_bool, check_int
 
 __all__ = ["DCAE3D"]
 
 DCAE_KERNEL_SIZE = 3
 
 
-class DCAE3D(nn.Module):
+class DCAE3D(ConfigMixin, nn.Module):
     """3-D convolutional autoencoder over (energy, row, column) [Taylor].
 
     Layout: ``forward(x)`` takes ``[B, C_in, E, H, W]`` (channel, then energy, row, column)
@@ -230,20 +229,3 @@ class DCAE3D(nn.Module):
         (``spectral_context``)."""
         return None if self.spectral_context else self._field(self.energy_stride)
 
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments; ``DCAE3D.from_config(m.config())`` rebuilds the architecture."""
-        return {
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "width": self.width,
-            "levels": self.levels,
-            "energy_stride": self.energy_stride,
-            "spatial_stride": self.spatial_stride,
-            "skips": self.skips,
-            "spectral_context": self.spectral_context,
-        }
-
-    @classmethod
-    def from_config(cls, d: Mapping[str, Any]) -> DCAE3D:
-        """Build from a :meth:`config` dict; unknown keys raise ValueError."""
-        return build_from_config(cls, d)  # type: ignore[return-value]

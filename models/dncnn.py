@@ -193,7 +193,23 @@ def build_from_config(cls: type[nn.Module], d: Mapping[str, Any]) -> nn.Module:
     return cls(**dict(d))
 
 
-class DnCNN(nn.Module):
+class ConfigMixin:
+    """``config()`` and ``from_config()`` for a module that keeps every constructor argument
+    as an attribute of the same name: ``type(m).from_config(m.config())`` rebuilds the
+    architecture (weights files store the config beside the state dict)."""
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments, read back from the attributes of the same names."""
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        return {n: getattr(self, n) for n in names}
+
+    @classmethod
+    def from_config(cls, d: Mapping[str, Any]):
+        """Build from a :meth:`config` dict; unknown keys raise ValueError."""
+        return build_from_config(cls, d)
+
+
+class DnCNN(ConfigMixin, nn.Module):
     """DnCNN denoiser [Zhang2017], optionally bias-free [Mohan2020].
 
     Layout: ``forward(x)`` takes ``[B, C_in, H, W]`` and returns ``[B, C_out, H, W]`` for any
@@ -306,19 +322,3 @@ class DnCNN(nn.Module):
         """Side length in pixels of the square of input pixels that one output pixel sees."""
         return self.depth * (DNCNN_KERNEL_SIZE - 1) + 1
 
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments; ``DnCNN.from_config(m.config())`` rebuilds the architecture."""
-        return {
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "depth": self.depth,
-            "width": self.width,
-            "batch_norm": self.batch_norm,
-            "bias": self.bias,
-            "residual": self.residual,
-        }
-
-    @classmethod
-    def from_config(cls, d: Mapping[str, Any]) -> DnCNN:
-        """Build from a :meth:`config` dict; unknown keys raise ValueError."""
-        return build_from_config(cls, d)  # type: ignore[return-value]

@@ -14,14 +14,13 @@ References
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dncnn import build_from_config, check_bool, check_int, init_relu_network
+from .dncnn import ConfigMixin, check_bool, check_int, init_relu_network
 from .unet import UNet
 
 __all__ = ["Noise2SR"]
@@ -33,7 +32,7 @@ SUBPIXEL_KERNEL_SIZE = 3
 LEAKY_SLOPE = 0.1
 
 
-class Noise2SR(nn.Module):
+class Noise2SR(ConfigMixin, nn.Module):
     """Super-resolving denoiser of Noise2SR [Tian2024].
 
     Layout: ``forward(x)`` takes a sub-sampled image ``[B, C_in, h, w]`` (one pixel of every
@@ -153,19 +152,3 @@ class Noise2SR(nn.Module):
         """
         return self.encoder.receptive_field() + 2 * (SUBPIXEL_KERNEL_SIZE // 2)
 
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments; ``Noise2SR.from_config(m.config())`` rebuilds the architecture."""
-        return {
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "scale": self.scale,
-            "scales": self.scales,
-            "base": self.base,
-            "features": self.features,
-            "bias": self.bias,
-        }
-
-    @classmethod
-    def from_config(cls, d: Mapping[str, Any]) -> Noise2SR:
-        """Build from a :meth:`config` dict; unknown keys raise ValueError."""
-        return build_from_config(cls, d)  # type: ignore[return-value]

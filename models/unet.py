@@ -15,14 +15,13 @@ References
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dncnn import BiasFreeBatchNorm2d, build_from_config, check_bool, check_int, init_relu_network
+from .dncnn import BiasFreeBatchNorm2d, ConfigMixin, check_bool, check_int, init_relu_network
 
 __all__ = ["UNet"]
 
@@ -75,7 +74,7 @@ class _UpConv(nn.Module):
         return F.relu(self.norm(h), inplace=True)
 
 
-class UNet(nn.Module):
+class UNet(ConfigMixin, nn.Module):
     """U-Net encoder/decoder [Ronneberger2015] as used for TEM denoising in [Mohan2022].
 
     Layout: ``forward(x)`` takes ``[B, C_in, H, W]`` and returns ``[B, C_out, H, W]`` for any
@@ -246,18 +245,3 @@ class UNet(nn.Module):
         period = UNET_POOL ** (self.scales - 1)
         return max(b - a + 1 for a, b in (decoder(0, o, o) for o in range(period)))
 
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments; ``UNet.from_config(m.config())`` rebuilds the architecture."""
-        return {
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "scales": self.scales,
-            "base": self.base,
-            "bias": self.bias,
-            "residual": self.residual,
-        }
-
-    @classmethod
-    def from_config(cls, d: Mapping[str, Any]) -> UNet:
-        """Build from a :meth:`config` dict; unknown keys raise ValueError."""
-        return build_from_config(cls, d)  # type: ignore[return-value]
