@@ -29,8 +29,7 @@ import torch
 from scipy import ndimage
 
 from .errors import EmcoreError
-from .noise import Poisson, PoissonGaussian
-from .sbd import NOISE_MODELS, normalise
+from .sbd import NOISE_MODELS, training_pair
 
 DEFAULT_CACHE = "runs/abtem_set.npz"
 _REMAKE = "make it with benchmarks/make_abtem_set.py (see benchmarks/README_abtem.md)"
@@ -225,22 +224,7 @@ class CachedPairs:
 
     def _pair(self, index_pool: np.ndarray, size: int, rng: np.random.Generator):
         clean = self._clean_patch(index_pool, size, rng)
-        lo, hi = self.dose_range
-        dose = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-        kind = self.noise if self.noise != "mixed" else ("poisson" if rng.random() < 0.5 else "poisson_gaussian")
-        if kind == "poisson":
-            model = Poisson(dose)
-        else:
-            b = float(rng.uniform(*self.b_range)) * float(clean.mean())
-            model = PoissonGaussian(a=1.0 / dose, b=b if b > 0 else 1e-6)
-        noisy = model.sample(clean, rng)
-        if self.augment:
-            k = int(rng.integers(4))
-            noisy, clean = np.rot90(noisy, k), np.rot90(clean, k)
-            if rng.random() < 0.5:
-                noisy, clean = noisy[:, ::-1], clean[:, ::-1]
-        noisy, scale = normalise(noisy)
-        return noisy, (np.asarray(clean, np.float32) / scale).astype(np.float32)
+        return training_pair(clean, self.dose_range, self.noise, self.b_range, self.augment, rng)
 
     def _batch(self, index_pool, batch_size: int, patch_size: int, rng: np.random.Generator):
         if int(patch_size) < 8:

@@ -34,6 +34,35 @@ def denormalise(image: np.ndarray, scale: float) -> np.ndarray:
     return (np.asarray(image, np.float32) * scale).astype(np.float32)
 
 
+def training_pair(clean: np.ndarray, dose_range, noise: str, b_range, augment: bool,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One (noisy input, clean target) pair from a clean patch, both divided by the noisy mean.
+
+    The dose is drawn log-uniformly from ``dose_range`` (e⁻/px); ``noise`` is ``"poisson"``,
+    ``"poisson_gaussian"`` (read noise ``b`` drawn from ``b_range`` times the patch mean) or
+    ``"mixed"`` (either, with equal chance). ``augment`` applies one of the 8 rotations and
+    flips of the square to both. Shared by :class:`SimulatedPairs` and
+    :class:`emcore.physics_set.CachedPairs`, so phantoms and cached multislice images are
+    corrupted in exactly the same way.
+    """
+    lo, hi = dose_range
+    dose = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    kind = noise if noise != "mixed" else ("poisson" if rng.random() < 0.5 else "poisson_gaussian")
+    if kind == "poisson":
+        model = Poisson(dose)
+    else:
+        b = float(rng.uniform(*b_range)) * float(clean.mean())
+        model = PoissonGaussian(a=1.0 / dose, b=b if b > 0 else 1e-6)
+    noisy = model.sample(clean, rng)
+    if augment:
+        k = int(rng.integers(4))
+        noisy, clean = np.rot90(noisy, k), np.rot90(clean, k)
+        if rng.random() < 0.5:
+            noisy, clean = noisy[:, ::-1], clean[:, ::-1]
+    noisy, scale = normalise(noisy)
+    return noisy, (np.asarray(clean, np.float32) / scale).astype(np.float32)
+
+
 @dataclass
 class SimulatedPairs:
     """A :class:`emcore.training.DataSource` of (noisy, clean) HRTEM patches.
@@ -80,22 +109,7 @@ class SimulatedPairs:
         p_lo, p_hi = self.pixel_size_range
         pixel = float(math.exp(rng.uniform(math.log(p_lo), math.log(p_hi))))
         clean = hrem_phantom((size, size), rng=rng, pixel_size_nm=pixel)
-        lo, hi = self.dose_range
-        dose = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-        kind = self.noise if self.noise != "mixed" else ("poisson" if rng.random() < 0.5 else "poisson_gaussian")
-        if kind == "poisson":
-            model = Poisson(dose)
-        else:
-            b = float(rng.uniform(*self.b_range)) * float(clean.mean())
-            model = PoissonGaussian(a=1.0 / dose, b=b if b > 0 else 1e-6)
-        noisy = model.sample(clean, rng)
-        if self.augment:
-            k = int(rng.integers(4))
-            noisy, clean = np.rot90(noisy, k), np.rot90(clean, k)
-            if rng.random() < 0.5:
-                noisy, clean = noisy[:, ::-1], clean[:, ::-1]
-        noisy, scale = normalise(noisy)
-        return noisy, (np.asarray(clean, np.float32) / scale).astype(np.float32)
+        return training_pair(clean, self.dose_range, self.noise, self.b_range, self.augment, rng)
 
     def batch(self, batch_size: int, patch_size: int, rng: np.random.Generator):
         pairs = [self._pair(int(patch_size), rng) for _ in range(int(batch_size))]
