@@ -138,7 +138,7 @@ def _cmd_train(args) -> int:
                         batch_size=args.batch, patch_size=args.patch, lr=args.lr, seed=args.seed, device=args.device,
                         dose_min=args.dose_min, dose_max=args.dose_max, noise=args.noise, scales=args.scales,
                         base=args.base, depth=args.depth, width=args.width, bias_free=args.bias_free,
-                        start_from_shipped=args.finetune, val_every=args.val_every, val_patches=args.val_patches,
+                        start_from_shipped=args.finetune, freeze_norm=args.freeze_norm, val_every=args.val_every, val_patches=args.val_patches,
                         cache=args.cache)
     last = [0.0]
 
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help="your noisy image or stack (for --source frames/pairs)")
     t.add_argument("--clean", help="the clean version of --data (for --source pairs)")
     t.add_argument("--kind", choices=["image", "stack"], help="how to read --data")
-    t.add_argument("--finetune", action="store_true", help="start from the shipped weights of the same architecture")
+    t.add_argument("--finetune", action="store_true", help="start from the shipped weights of the same architecture (with --bias-free: from the shipped biased weights, additive constants dropped)")
     t.add_argument("--out", required=True, help="weights file to write (.pt); a JSON card is written beside it")
     t.add_argument("--steps", type=int, default=2000)
     t.add_argument("--max-seconds", type=float, default=None)
@@ -257,7 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--base", type=int, default=32)
     t.add_argument("--depth", type=int, default=17)
     t.add_argument("--width", type=int, default=64)
-    t.add_argument("--bias-free", action="store_true")
+    t.add_argument("--bias-free", action="store_true", help="no additive constants: the network is exactly "
+                   "f(x) = J(x) x, so its adaptive filter (Jacobian view) is the whole story [Mohan et al. 2020]")
+    t.add_argument("--freeze-norm", action="store_true", help="bias-free only: divide by the running, not the "
+                   "batch, standard deviation while training (steadier with small batches)")
     t.add_argument("--val-every", type=int, default=100)
     t.add_argument("--val-patches", type=int, default=8)
     t.add_argument("--seed", type=int, default=0)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["BiasFreeBatchNorm2d", "DnCNN"]
+__all__ = ["BiasFreeBatchNorm2d", "DnCNN", "freeze_bias_free_norms"]
 
 # [Zhang2017] Sec. III-A: depth 17 (receptive field 35 x 35) for Gaussian denoising with a
 # known noise level; Sec. III-E: depth 20 for the blind / general models (DnCNN-B, CDnCNN-B,
@@ -80,6 +80,12 @@ class BiasFreeBatchNorm2d(nn.Module):
     it is the running standard deviation, so the layer is then exactly linear and the whole
     network stays positively homogeneous: ``f(a x) = a f(x)`` for ``a > 0``.
 
+    ``frozen = True`` (an attribute, not saved with the weights) makes training mode behave
+    like eval mode: the divisor is the running standard deviation, which is no longer
+    updated, so the layer is a learned per-channel scale. Use it to fine-tune with small
+    batches, whose own statistics swing from batch to batch (see
+    :func:`freeze_bias_free_norms`).
+
     Tensor layout ``[B, C, H, W]`` in and out. Parameters: ``num_features`` (the scale).
     Receptive field 1 x 1. Statistics are computed in at least float32, so the layer is safe
     under ``torch.autocast(..., dtype=torch.bfloat16)``. The training-mode gradient is
@@ -102,6 +108,7 @@ class BiasFreeBatchNorm2d(nn.Module):
         self.momentum = float(momentum)
         self.weight = nn.Parameter(torch.ones(self.num_features))
         self.register_buffer("running_var", torch.ones(self.num_features))
+        self.frozen = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.num_features:
@@ -109,7 +116,7 @@ class BiasFreeBatchNorm2d(nn.Module):
                 f"BiasFreeBatchNorm2d({self.num_features}) expects "
                 f"[B, {self.num_features}, H, W], got shape {tuple(x.shape)}."
             )
-        if not self.training:
+        if not self.training or self.frozen:
             var = self.running_var.to(torch.promote_types(x.dtype, torch.float32))
             scale = self.weight.to(var.dtype) * torch.rsqrt(var + self.eps)
             return x * scale.to(x.dtype).view(1, -1, 1, 1)
@@ -126,7 +133,15 @@ class BiasFreeBatchNorm2d(nn.Module):
         return y
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}" + (", frozen" if self.frozen else "")
+
+
+def freeze_bias_free_norms(module: nn.Module, frozen: bool = True) -> int:
+    """Set ``frozen`` on every :class:`BiasFreeBatchNorm2d` in ``module``; return how many."""
+    norms = [m for m in module.modules() if isinstance(m, BiasFreeBatchNorm2d)]
+    for m in norms:
+        m.frozen = bool(frozen)
+    return len(norms)
 
 
 # --- configuration helpers shared by the models in this package ---------------------------

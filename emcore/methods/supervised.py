@@ -250,6 +250,15 @@ class TrainingPlan:
         Architecture (UNet: scales, base; DnCNN: depth, width).
     start_from_shipped : bool
         Fine-tune from the shipped weights (same architecture only) instead of from scratch.
+        With ``bias_free`` and shipped weights that have biases, the bias-free network starts
+        from their convolution weights and normalisation scales and variances, with every
+        additive constant (convolution and batch-norm biases, running means) dropped.
+    freeze_norm : bool
+        Bias-free networks only: their normalisations divide by the running standard deviation
+        in training too, instead of by the batch's (see
+        :class:`models.dncnn.BiasFreeBatchNorm2d`). With batches of a few patches at doses from
+        0.3 to 20 e⁻/px, the batch statistics swing from step to step and the network met at
+        inference (running statistics) is not the one trained; frozen, it is.
     """
 
     model: str = "unet"
@@ -270,6 +279,7 @@ class TrainingPlan:
     width: int = 64
     bias_free: bool = False
     start_from_shipped: bool = False
+    freeze_norm: bool = False
     val_every: int = 100
     val_patches: int = 8
     cache: str | None = None
@@ -279,6 +289,8 @@ class TrainingPlan:
             raise EmcoreError(f"Unknown network '{self.model}'; train dncnn or unet.")
         if self.source not in SOURCES:
             raise EmcoreError(f"Unknown training data '{self.source}'; use one of {', '.join(SOURCES)}.")
+        if self.freeze_norm and not self.bias_free:
+            raise EmcoreError("Freezing the normalisation statistics is for bias-free networks; add --bias-free.")
 
     def build(self):
         import models
@@ -381,12 +393,26 @@ def train_network(
     started_from = None
     if plan.start_from_shipped:
         shipped = load_network(plan.model)
-        if shipped.config() != model.config():
-            raise EmcoreError(f"The shipped {MODEL_CLASS[plan.model]} has {shipped.config()}; fine-tuning needs the "
+        theirs, ours = shipped.config(), model.config()
+        drop_constants = theirs.get("bias", True) and not ours.get("bias", True)
+        if {**theirs, "bias": None} != {**ours, "bias": None} or (theirs.get("bias") != ours.get("bias")
+                                                                 and not drop_constants):
+            raise EmcoreError(f"The shipped {MODEL_CLASS[plan.model]} has {theirs}; fine-tuning needs the "
                               "same architecture — set it, or train from scratch.")
-        model.load_state_dict(shipped.state_dict())
+        state = shipped.state_dict()
+        if drop_constants:
+            # Bias-free from biased: keep what multiplies (convolution weights, normalisation
+            # scales and running variances), drop what adds (biases, running means).
+            state = {k: v for k, v in state.items() if k in model.state_dict()}
+        model.load_state_dict(state)
         # The card of the starting point: how the weights got where this run picked them up.
         started_from = {"weights": SHIPPED[plan.model].name, "card": weights_card(plan.model)}
+        if drop_constants:
+            started_from["converted"] = "bias-free: additive constants of the shipped weights dropped"
+    if plan.freeze_norm:
+        from models.dncnn import freeze_bias_free_norms
+
+        freeze_bias_free_norms(model)
     config = TrainConfig(steps=plan.steps, max_seconds=plan.max_seconds, batch_size=plan.batch_size,
                          patch_size=plan.patch_size, lr=plan.lr, schedule="cosine",
                          warmup_steps=min(200, plan.steps // 20 if plan.steps else 0),

@@ -140,3 +140,26 @@ def test_fine_tuning_starts_from_the_shipped_weights_and_records_them(tmp_path):
         assert torch.equal(a, b)  # no step taken: exactly the shipped weights
     scratch = train_network(TrainingPlan(**{**TINY, "steps": 1}), out=tmp_path / "s.pt")
     assert scratch.card["started_from"] is None
+
+
+def test_bias_free_fine_tuning_from_biased_shipped_weights_drops_the_constants(tmp_path):
+    from emcore.methods.supervised import load_network
+
+    shipped = load_network("unet")
+    if not shipped.bias:
+        pytest.skip("the shipped UNet is already bias-free")
+    plan = TrainingPlan(**{**TINY, "start_from_shipped": True, "scales": shipped.scales, "base": shipped.base,
+                           "bias_free": True, "freeze_norm": True, "steps": 2})
+    tr = train_network(plan, out=tmp_path / "bf.pt")
+    assert tr.card["started_from"]["converted"].startswith("bias-free")
+    bf = load_network("unet", tr.path)
+    assert not bf.bias and not any(k.endswith((".bias", "running_mean")) for k in bf.state_dict())
+    ours, theirs = bf.state_dict(), shipped.state_dict()
+    # Frozen norms: two training steps changed the weights but not the running variances.
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours if k.endswith("running_var"))
+    assert any(not torch.equal(ours[k], theirs[k]) for k in ours if k.endswith(".weight"))
+    x = torch.rand(1, 1, 32, 32) + 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(bf(3 * x), 3 * bf(x), rtol=1e-4, atol=1e-5)  # f(ax) = a f(x)
+    with pytest.raises(EmcoreError, match="bias-free"):
+        TrainingPlan(**{**TINY, "freeze_norm": True})

@@ -277,3 +277,25 @@ def test_bias_free_batch_norm_training_gradient_and_statistics(memory_format):
     torch.testing.assert_close(
         bn.running_var, 0.75 + 0.25 * x.detach().var(dim=(0, 2, 3), unbiased=True)
     )
+
+
+def test_frozen_bias_free_batch_norm_trains_as_a_fixed_scale():
+    """Frozen, the training-mode layer divides by the running std (as in eval) and leaves it alone."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 5, 5, generator=g, dtype=torch.float64) * 3 + 2
+    bn = models.BiasFreeBatchNorm2d(3).double()
+    with torch.no_grad():
+        bn.running_var.copy_(torch.tensor([0.5, 2.0, 4.0]))
+        bn.weight.copy_(torch.tensor([1.0, 0.5, 2.0]))
+    bn.eval()
+    expected = bn(x)
+    net = torch.nn.Sequential(bn)
+    assert models.dncnn.freeze_bias_free_norms(net) == 1 and "frozen" in repr(bn)
+    bn.train()
+    y = bn(x)
+    torch.testing.assert_close(y, expected)
+    torch.testing.assert_close(bn.running_var, torch.tensor([0.5, 2.0, 4.0], dtype=torch.float64))
+    y.sum().backward()
+    assert bn.weight.grad is not None and torch.isfinite(bn.weight.grad).all()
+    models.dncnn.freeze_bias_free_norms(net, False)
+    assert not torch.allclose(bn(x), expected)  # batch statistics again
