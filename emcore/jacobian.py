@@ -373,7 +373,12 @@ def describe_filter(f: PixelFilter, pixel_size: float = 1.0, unit: str = "px", s
     d = info["effective_diameter"]
     size = f"{d:.0f} px" + (f" ({d * pixel_size:.3g} {unit})" if unit != "px" else "")
     where = f"pixel (row {f.pixel[0]}, col {f.pixel[1]})" + (f", channel {f.energy}" if f.energy is not None else "")
-    if s > 1.1:
+    offset = f.output - f.linear_estimate
+    has_offset = abs(offset) > 0.05 * max(abs(f.output), 1e-12)
+    if has_offset and 0.1 < s < 0.9 and f.linear_estimate * f.output > 0:
+        # A biased network: the filter carries part of the level, its constants the rest.
+        level = "passes on only part of the local brightness, and the network adds the rest itself (below)"
+    elif s > 1.1:
         level = "brightens the local average"
     elif s >= 0.9:
         level = "keeps the local brightness (a weighted average)"
@@ -388,8 +393,7 @@ def describe_filter(f: PixelFilter, pixel_size: float = 1.0, unit: str = "px", s
             f"{info['area90']} pixels, a disc about {size} across, and about {info['participation']:.0f} pixels "
             f"take part. A wide, flat filter averages a featureless region (vacuum); a filter whose weights sit on "
             f"the neighbouring atomic columns uses the repetition of the lattice.")
-    offset = f.output - f.linear_estimate
-    if abs(offset) > 0.05 * max(abs(f.output), 1e-12):
+    if has_offset:
         text += (f" The network's output here is {f.output:.4g} while the filter applied to the input gives "
                  f"{f.linear_estimate:.4g}: the difference is the network's own offset (bias-free networks have none).")
     if f.note:

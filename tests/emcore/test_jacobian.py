@@ -209,3 +209,25 @@ def test_noise2sr_view_follows_fewer_sub_samplings_and_says_so(one_thread):
     # with no more sub-samplings than the view uses, the view follows the result's own function
     few = denoise(ds, "noise2sr", seed=0, steps=2, batch_size=2, patch_size=32, mmse_samples=FILTER_VIEW_SAMPLES)
     assert "filter_apply" not in few.artifacts and pixel_filter(few, ds.data, 30, 33).note == ""
+
+
+def test_description_separates_a_darkening_filter_from_a_network_offset():
+    """0.3 × box average: the filter darkens. 0.3 × box average + a constant that restores the
+    level: the filter passes part of the brightness and the network adds the rest."""
+    from emcore.jacobian import describe_filter
+
+    box = np.full((5, 5), 0.3 / 25, np.float32)
+    img = np.full((40, 40), 2.0, np.float32)
+    plain = _conv_apply(box)
+    dark = pixel_filter(plain, img, 20, 20)
+    text = describe_filter(dark)
+    assert "darkens the local average" in text and "offset" not in text
+
+    def with_offset(x):
+        return plain["apply"](x) + 1.4
+
+    biased = pixel_filter({**plain, "apply": with_offset}, img, 20, 20)
+    assert biased.weight_sum == pytest.approx(0.3, abs=1e-5)
+    assert biased.output == pytest.approx(2.0, abs=1e-4) and biased.linear_estimate == pytest.approx(0.6, abs=1e-4)
+    text = describe_filter(biased)
+    assert "darkens" not in text and "adds the rest itself" in text and "own offset" in text
