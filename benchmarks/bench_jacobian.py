@@ -41,6 +41,7 @@ from emcore.jacobian import SUPPORTED_METHODS, pixel_filter  # noqa: E402
 from emcore.methods.supervised import SHIPPED  # noqa: E402
 
 WEIGHTS = SHIPPED["unet"]
+HREM = Path(__file__).resolve().parents[2] / "shared" / "data" / "hrem"
 TARGET_S = 2.0
 RING_PX = 6  # weights closer than this to the pixel belong to its own column, not to neighbours
 # What counts as reproducing the finding: the vacuum filter at least this much wider than the
@@ -168,7 +169,21 @@ def finding(args):
 
     info = simulate.EXAMPLES["hrem"]
     dose = float(args.dose or info.dose_default)
-    ds = simulate.hrem_example(seed=0, dose=dose)
+    if args.reference:
+        # Mohan et al.'s own clean simulations, with Poisson noise at the dose.
+        import tifffile
+
+        from emcore import Dataset
+        from emcore.noise import Poisson
+
+        path = HREM / f"ptceo2_sim_clean_{args.reference}.tif"
+        if not path.is_file():
+            return {"run": False, "why": f"{path} is not there (see ../shared/data/MANIFEST.md)"}
+        clean = tifffile.imread(path).astype(np.float32)
+        noise = Poisson(dose)
+        ds = Dataset(noise.sample(clean, np.random.default_rng(0)), "image", ground_truth=clean, name=path.name)
+    else:
+        ds = simulate.hrem_example(seed=0, dose=dose)
     try:
         res = denoise(ds, "unet", device="cpu", **({"weights": args.weights} if args.weights else {}))
     except EmcoreError as err:
@@ -184,7 +199,8 @@ def finding(args):
     crys = np.argwhere(inner & (std > np.percentile(std, 90)))
     picks = {"vacuum": vac[rng.choice(len(vac), min(args.pixels, len(vac)), replace=False)] if len(vac) else [],
              "crystal": crys[rng.choice(len(crys), min(args.pixels, len(crys)), replace=False)] if len(crys) else []}
-    out = {"run": True, "dose": dose, "weights": args.weights or f"shipped {WEIGHTS.name}"}
+    out = {"run": True, "dose": dose, "weights": args.weights or f"shipped {WEIGHTS.name}",
+           "image": ds.name if args.reference else "built-in HRTEM example"}
     for region, pts in picks.items():
         stats = []
         for r, c in pts:
@@ -199,9 +215,11 @@ def finding(args):
             base = float(columns[far].mean()) if region == "crystal" else 0.0  # vacuum has no columns
             stats.append({"pixel": (int(r), int(c)), "diameter_px": f.effective_diameter, "area90": f.area90,
                           "participation": f.participation, "weight_sum": f.weight_sum,
+                          # How much of the output the filter accounts for (1 for a bias-free network).
+                          "explained": f.linear_estimate / f.output if f.output else float("nan"),
                           "column_enrichment": share / base if base > 0 else float("nan")})
         out[region] = {k: float(np.nanmedian([s[k] for s in stats])) for k in
-                       ("diameter_px", "area90", "participation", "weight_sum", "column_enrichment")} if stats else {}
+                       ("diameter_px", "area90", "participation", "weight_sum", "explained", "column_enrichment")} if stats else {}
         out[region]["n"] = len(stats)
     v, c = out.get("vacuum", {}), out.get("crystal", {})
     out["reproduced"] = bool(v and c and v["diameter_px"] > WIDER * c["diameter_px"]
@@ -216,6 +234,8 @@ def main() -> None:
     ap.add_argument("--no-methods", action="store_true", help="time only the UNet-32 from models/")
     ap.add_argument("--no-finding", action="store_true", help="skip the vacuum/crystal check")
     ap.add_argument("--dose", type=float, help="dose of the example for the finding, e⁻/px (default: the example's)")
+    ap.add_argument("--reference", type=int, choices=[1, 2, 3, 4],
+                    help="run the finding on Mohan et al.'s clean simulation N (../shared/data/hrem) instead")
     ap.add_argument("--weights", help="UNet weights for the finding (default: the shipped ones), e.g. a bias-free UNet")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -239,14 +259,19 @@ def main() -> None:
         if not fnd["run"]:
             print(f"Finding (vacuum vs crystal): not run — {fnd['why']}")
         else:
-            print(f"Finding on the HRTEM example at {fnd['dose']:g} e⁻/px, UNet {fnd['weights']} "
+            print(f"Finding on the {fnd['image']} at {fnd['dose']:g} e⁻/px, UNet {fnd['weights']} "
                   f"(medians over the pixels):")
             for region in ("vacuum", "crystal"):
                 s = fnd[region]
                 if s.get("n"):
                     print(f"  {region:<8} n={s['n']}  effective diameter {s['diameter_px']:.1f} px, "
-                          f"{s['participation']:.0f} px taking part, weight sum {s['weight_sum']:.2f}"
+                          f"{s['participation']:.0f} px taking part, weight sum {s['weight_sum']:.2f}, "
+                          f"J x / output {s['explained']:.2f}"
                           + (f", column enrichment {s['column_enrichment']:.2f}" if region == "crystal" else ""))
+            v, c = fnd["vacuum"], fnd["crystal"]
+            if v.get("n") and c.get("n"):
+                print(f"  vacuum / crystal: diameter {v['diameter_px'] / c['diameter_px']:.2f}×, "
+                      f"pixels taking part {v['participation'] / c['participation']:.2f}×")
             print(f"  reproduced (vacuum diameter > {WIDER:g}× crystal, crystal column enrichment > {ENRICHED:g}): "
                   f"{fnd['reproduced']}")
     print(json.dumps(result, default=str))

@@ -375,9 +375,11 @@ def describe_filter(f: PixelFilter, pixel_size: float = 1.0, unit: str = "px", s
     where = f"pixel (row {f.pixel[0]}, col {f.pixel[1]})" + (f", channel {f.energy}" if f.energy is not None else "")
     offset = f.output - f.linear_estimate
     has_offset = abs(offset) > 0.05 * max(abs(f.output), 1e-12)
-    if has_offset and 0.1 < s < 0.9 and f.linear_estimate * f.output > 0:
-        # A biased network: the filter carries part of the level, its constants the rest.
-        level = "passes on only part of the local brightness, and the network adds the rest itself (below)"
+    if has_offset and s < 0.9:
+        # A biased network: the filter carries part of the level (or none), its constants the rest.
+        level = ("passes on only part of the local brightness, and the network adds the rest itself (below)"
+                 if s > 0.1 else "passes on almost none of the local brightness: the level comes from the "
+                 "network itself (below), and the filter shapes only the detail")
     elif s > 1.1:
         level = "brightens the local average"
     elif s >= 0.9:

@@ -231,3 +231,11 @@ def test_description_separates_a_darkening_filter_from_a_network_offset():
     assert biased.output == pytest.approx(2.0, abs=1e-4) and biased.linear_estimate == pytest.approx(0.6, abs=1e-4)
     text = describe_filter(biased)
     assert "darkens" not in text and "adds the rest itself" in text and "own offset" in text
+
+    def detail_only(x):  # the box minus its own level spread over the window (sums to 0), plus a constant
+        return plain["apply"](x) - 0.3 * x.mean() + 2.0
+
+    zero_sum = pixel_filter({**plain, "apply": detail_only}, img, 20, 20)
+    assert abs(zero_sum.weight_sum) < 0.1
+    text = describe_filter(zero_sum)
+    assert "almost none of the local brightness" in text and "not trained" not in text
