@@ -15,10 +15,14 @@
    *column enrichment* — the share of the positive weight farther than 6 px from the pixel
    that lies on atomic columns (truth above its 80th percentile in the window), divided by
    the share of those pixels that are columns (1 = no preference, > 1 = on the columns).
-   Skipped, and said so, when the shipped UNet is not there.
+   Also ``J x / output``: the share of the output the filter accounts for (1 for a bias-free
+   network, whose output is exactly J x; a biased one sets part of its level with its own
+   constants, which the filter does not show). ``--reference N`` runs the same on Mohan et
+   al.'s own clean simulation N (``../shared/data/hrem``, Poisson noise at ``--dose``).
+   Skipped, and said so, when the shipped UNet (or the reference image) is not there.
 
     .venv/bin/python benchmarks/bench_jacobian.py [--threads 2] [--pixels 7] [--no-methods] [--no-finding]
-        [--weights W.pt] [--dose 10]
+        [--weights W.pt] [--dose 10] [--reference 1]
 """
 
 from __future__ import annotations
