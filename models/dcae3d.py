@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dncnn import ConfigMixin, check_bool, check_int
+from .dncnn import ConfigMixin
 
 __all__ = ["DCAE3D"]
 
@@ -93,6 +93,10 @@ class DCAE3D(ConfigMixin, nn.Module):
         "energy_stride": (1, 2),
         "spatial_stride": (1, 2),
     }
+    PARAM_WHY: ClassVar[dict[str, str]] = {
+        "width": "channels at full resolution",
+        "levels": "down-sampling steps",
+    }
 
     def __init__(
         self,
@@ -106,16 +110,7 @@ class DCAE3D(ConfigMixin, nn.Module):
         spectral_context: bool = True,
     ) -> None:
         super().__init__()
-        name = type(self).__name__
-        r = self.PARAM_RANGES
-        self.in_channels = check_int(name, "in_channels", in_channels, r["in_channels"])
-        self.out_channels = check_int(name, "out_channels", out_channels, r["out_channels"])
-        self.width = check_int(name, "width", width, r["width"], "channels at full resolution")
-        self.levels = check_int(name, "levels", levels, r["levels"], "down-sampling steps")
-        self.energy_stride = check_int(name, "energy_stride", energy_stride, r["energy_stride"])
-        self.spatial_stride = check_int(name, "spatial_stride", spatial_stride, r["spatial_stride"])
-        self.skips = check_bool(name, "skips", skips)
-        self.spectral_context = check_bool(name, "spectral_context", spectral_context)
+        self._store_config(locals())
 
         k, p = DCAE_KERNEL_SIZE, DCAE_KERNEL_SIZE // 2
         stride = (self.energy_stride, self.spatial_stride, self.spatial_stride)

@@ -213,6 +213,32 @@ class ConfigMixin:
     as an attribute of the same name: ``type(m).from_config(m.config())`` rebuilds the
     architecture (weights files store the config beside the state dict)."""
 
+    #: What each ranged argument counts, for the error message (optional per argument).
+    PARAM_WHY: ClassVar[dict[str, str]] = {}
+
+    def _store_config(self, values: Mapping[str, Any]) -> None:
+        """Check every constructor argument and keep it as an attribute of the same name.
+
+        ``values`` is the constructor's ``locals()``. Arguments listed in ``PARAM_RANGES``
+        must be ints within their range, the others bools (:func:`check_int`,
+        :func:`check_bool`, ValueError otherwise). ``residual=True`` (output = input minus
+        predicted noise) needs as many output channels as input ones.
+        """
+        name = type(self).__name__
+        for key in inspect.signature(type(self).__init__).parameters:
+            if key == "self":
+                continue
+            if key in self.PARAM_RANGES:
+                value = check_int(name, key, values[key], self.PARAM_RANGES[key], self.PARAM_WHY.get(key, ""))
+            else:
+                value = check_bool(name, key, values[key])
+            setattr(self, key, value)
+        if getattr(self, "residual", False) and self.in_channels != self.out_channels:
+            raise ValueError(
+                f"{name}: residual=True returns input minus predicted noise, so in_channels "
+                f"({self.in_channels}) must equal out_channels ({self.out_channels})."
+            )
+
     def config(self) -> dict[str, Any]:
         """Constructor arguments, read back from the attributes of the same names."""
         names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
@@ -279,6 +305,9 @@ class DnCNN(ConfigMixin, nn.Module):
         "depth": DNCNN_DEPTH_RANGE,
         "width": (8, 256),
     }
+    PARAM_WHY: ClassVar[dict[str, str]] = {
+        "depth": "layers; Zhang et al. 2017 use 17 for one known noise level, 20 for blind denoising",
+    }
 
     def __init__(
         self,
@@ -291,23 +320,7 @@ class DnCNN(ConfigMixin, nn.Module):
         residual: bool = True,
     ) -> None:
         super().__init__()
-        name = type(self).__name__
-        r = self.PARAM_RANGES
-        self.in_channels = check_int(name, "in_channels", in_channels, r["in_channels"])
-        self.out_channels = check_int(name, "out_channels", out_channels, r["out_channels"])
-        self.depth = check_int(
-            name, "depth", depth, r["depth"],
-            "layers; Zhang et al. 2017 use 17 for one known noise level, 20 for blind denoising",
-        )
-        self.width = check_int(name, "width", width, r["width"])
-        self.batch_norm = check_bool(name, "batch_norm", batch_norm)
-        self.bias = check_bool(name, "bias", bias)
-        self.residual = check_bool(name, "residual", residual)
-        if self.residual and self.in_channels != self.out_channels:
-            raise ValueError(
-                f"{name}: residual=True returns input minus predicted noise, so in_channels "
-                f"({self.in_channels}) must equal out_channels ({self.out_channels})."
-            )
+        self._store_config(locals())
 
         k, p = DNCNN_KERNEL_SIZE, DNCNN_KERNEL_SIZE // 2
         layers: list[nn.Module] = [

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dncnn import ConfigMixin, check_bool, check_int, init_relu_network
+from .dncnn import ConfigMixin, init_relu_network
 from .unet import UNet
 
 __all__ = ["Noise2SR"]
@@ -94,6 +94,12 @@ class Noise2SR(ConfigMixin, nn.Module):
         "base": (16, 128),
         "features": (8, 256),
     }
+    PARAM_WHY: ClassVar[dict[str, str]] = {
+        "scale": "super-resolution factor",
+        "scales": "number of U-Net resolutions",
+        "base": "U-Net channels at full resolution",
+        "features": "encoder output channels",
+    }
 
     def __init__(
         self,
@@ -106,15 +112,7 @@ class Noise2SR(ConfigMixin, nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        name = type(self).__name__
-        r = self.PARAM_RANGES
-        self.in_channels = check_int(name, "in_channels", in_channels, r["in_channels"])
-        self.out_channels = check_int(name, "out_channels", out_channels, r["out_channels"])
-        self.scale = check_int(name, "scale", scale, r["scale"], "super-resolution factor")
-        self.scales = check_int(name, "scales", scales, r["scales"], "number of U-Net resolutions")
-        self.base = check_int(name, "base", base, r["base"], "U-Net channels at full resolution")
-        self.features = check_int(name, "features", features, r["features"], "encoder output channels")
-        self.bias = check_bool(name, "bias", bias)
+        self._store_config(locals())
 
         self.encoder = UNet(self.in_channels, self.features, scales=self.scales, base=self.base, bias=self.bias)
         self.subpixel = nn.Conv2d(

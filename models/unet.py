@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dncnn import BiasFreeBatchNorm2d, ConfigMixin, check_bool, check_int, init_relu_network
+from .dncnn import BiasFreeBatchNorm2d, ConfigMixin, init_relu_network
 
 __all__ = ["UNet"]
 
@@ -142,6 +142,10 @@ class UNet(ConfigMixin, nn.Module):
         "scales": (2, 6),
         "base": (16, 128),
     }
+    PARAM_WHY: ClassVar[dict[str, str]] = {
+        "scales": "number of resolutions",
+        "base": "channels at full resolution",
+    }
 
     def __init__(
         self,
@@ -153,19 +157,7 @@ class UNet(ConfigMixin, nn.Module):
         residual: bool = False,
     ) -> None:
         super().__init__()
-        name = type(self).__name__
-        r = self.PARAM_RANGES
-        self.in_channels = check_int(name, "in_channels", in_channels, r["in_channels"])
-        self.out_channels = check_int(name, "out_channels", out_channels, r["out_channels"])
-        self.scales = check_int(name, "scales", scales, r["scales"], "number of resolutions")
-        self.base = check_int(name, "base", base, r["base"], "channels at full resolution")
-        self.bias = check_bool(name, "bias", bias)
-        self.residual = check_bool(name, "residual", residual)
-        if self.residual and self.in_channels != self.out_channels:
-            raise ValueError(
-                f"{name}: residual=True returns input minus predicted noise, so in_channels "
-                f"({self.in_channels}) must equal out_channels ({self.out_channels})."
-            )
+        self._store_config(locals())
 
         ch = [self.base * 2**s for s in range(self.scales)]
         self.down = nn.ModuleList()
