@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 from emcore.methods.pca import denoise_pca  # noqa: E402
 from emcore.methods.wiener import denoise_wiener  # noqa: E402
 from emcore.metrics import psnr  # noqa: E402
+from emcore.simulate import three_phase_cube  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -46,34 +47,6 @@ def lattice(n: int, period: float = 7.3, angle: float = 0.3, width: float = 1.2)
     u, v = (c * x + s * y) / period, (-s * x + c * y) / period
     du, dv = u - np.round(u), v - np.round(v)
     return (0.2 + np.exp(-((du**2 + dv**2) * period**2) / (2 * width**2))).astype(np.float32)
-
-
-def synthetic_cube(rng, h=128, w=128, e=1024, counts=20.0):
-    """Three phases with distinct spectra, Poisson-sampled: (clean, noisy)."""
-    en = np.arange(e) / e
-
-    def peak(c, s):
-        return np.exp(-0.5 * ((en - c) / s) ** 2)
-
-    brems = np.exp(-en / 0.25)
-    spectra = np.stack(
-        [
-            0.15 * brems + peak(0.15, 0.008) + 0.5 * peak(0.55, 0.01),
-            0.15 * brems + peak(0.30, 0.008) + 0.6 * peak(0.70, 0.01),
-            0.15 * brems + peak(0.42, 0.008) + 0.7 * peak(0.85, 0.01),
-        ]
-    )
-    spectra /= spectra.sum(axis=1, keepdims=True)
-    yy, xx = np.mgrid[:h, :w] / np.array([h, w])[:, None, None]
-
-    def disk(cy, cx, r):
-        return 1 / (1 + np.exp((np.hypot(yy - cy, xx - cx) - r) / 0.02))
-
-    p1, p2 = disk(0.3, 0.3, 0.2), disk(0.68, 0.66, 0.24)
-    ab = np.stack([np.clip(1 - p1 - p2, 0, 1) + 0.05, p1, p2])
-    ab /= ab.sum(axis=0, keepdims=True)
-    clean = np.einsum("khw,ke->hwe", ab, spectra) * counts
-    return clean.astype(np.float32), rng.poisson(clean).astype(np.float32)
 
 
 def timed(fn, repeat: int) -> dict:
@@ -98,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     big = (lattice(2048) + rng.normal(0, 0.3, (2048, 2048))).astype(np.float32)
     small = big[:512, :512].copy()
-    clean_cube, noisy_cube = synthetic_cube(np.random.default_rng(1))
+    clean_cube, noisy_cube = three_phase_cube(np.random.default_rng(1), h=128, w=128, e=1024)
     times: dict[str, dict] = {}
     extra: dict[str, str] = {}
     times["wiener fft 2048x2048"] = timed(lambda: denoise_wiener(big, mode="fft"), args.repeat)

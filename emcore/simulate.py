@@ -68,6 +68,7 @@ __all__ = [
     "hrem_example",
     "hrem_phantom",
     "movie_example",
+    "three_phase_cube",
 ]
 
 
@@ -1120,3 +1121,37 @@ def example(name: str, seed=0, dose: float | None = None, size: int | None = Non
     if info is None:
         raise EmcoreError(f"Unknown example {name!r}; the built-in examples are {', '.join(EXAMPLES)}.")
     return info.build(seed, info.dose_default if dose is None else dose, size)
+
+
+def three_phase_cube(rng: np.random.Generator, h: int = 64, w: int = 64, e: int = 512,
+                     counts: float = 20.0) -> tuple[np.ndarray, np.ndarray]:
+    """A rank-3 spectrum image for testing PCA-like methods: ``(clean, noisy)``, ``(h, w, e)``.
+
+    Three phases — a matrix and two soft-edged round particles — each with its own spectrum
+    (a bremsstrahlung-like exponential plus two Gaussian peaks, normalised to sum 1), mixed
+    by abundances that sum to 1 in every pixel. ``clean`` is ``counts`` counts per pixel on
+    average (about 0.04 per voxel at ``e = 512``), so before the noise the cube is exactly rank
+    3; ``noisy`` is its Poisson sample. Both float32.
+    """
+    en = np.arange(e) / e
+
+    def peak(c, s):
+        return np.exp(-0.5 * ((en - c) / s) ** 2)
+
+    bremsstrahlung = np.exp(-en / 0.25)
+    spectra = np.stack([
+        0.15 * bremsstrahlung + peak(0.15, 0.008) + 0.5 * peak(0.55, 0.01),
+        0.15 * bremsstrahlung + peak(0.30, 0.008) + 0.6 * peak(0.70, 0.01),
+        0.15 * bremsstrahlung + peak(0.42, 0.008) + 0.7 * peak(0.85, 0.01),
+    ])
+    spectra /= spectra.sum(axis=1, keepdims=True)
+    yy, xx = np.mgrid[:h, :w] / np.array([h, w])[:, None, None]
+
+    def disk(cy, cx, r):
+        return 1 / (1 + np.exp((np.hypot(yy - cy, xx - cx) - r) / 0.02))
+
+    p1, p2 = disk(0.3, 0.3, 0.2), disk(0.68, 0.66, 0.24)
+    abundance = np.stack([np.clip(1 - p1 - p2, 0, 1) + 0.05, p1, p2])
+    abundance /= abundance.sum(axis=0, keepdims=True)
+    clean = np.einsum("khw,ke->hwe", abundance, spectra) * counts
+    return clean.astype(np.float32), rng.poisson(clean).astype(np.float32)

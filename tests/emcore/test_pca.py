@@ -8,43 +8,15 @@ import pytest
 from emcore import EmcoreError
 from emcore.methods.pca import PCAInfo, denoise_pca, estimate_n_components
 from emcore.metrics import psnr
+from emcore.simulate import three_phase_cube
 from emcore.progress import Progress
 
 TRUE_RANK = 3
 
 
-def synthetic_cube(rng, h=64, w=64, e=512, counts=20.0):
-    """Three phases (a matrix and two particles) with distinct spectra, Poisson-sampled at
-    ``counts`` counts per pixel (~0.04 per voxel at e=512): rank 3 before the noise."""
-    en = np.arange(e) / e
-
-    def peak(c, s):
-        return np.exp(-0.5 * ((en - c) / s) ** 2)
-
-    bremsstrahlung = np.exp(-en / 0.25)
-    spectra = np.stack(
-        [
-            0.15 * bremsstrahlung + peak(0.15, 0.008) + 0.5 * peak(0.55, 0.01),
-            0.15 * bremsstrahlung + peak(0.30, 0.008) + 0.6 * peak(0.70, 0.01),
-            0.15 * bremsstrahlung + peak(0.42, 0.008) + 0.7 * peak(0.85, 0.01),
-        ]
-    )
-    spectra /= spectra.sum(axis=1, keepdims=True)
-    yy, xx = np.mgrid[:h, :w] / np.array([h, w])[:, None, None]
-
-    def disk(cy, cx, r):
-        return 1 / (1 + np.exp((np.hypot(yy - cy, xx - cx) - r) / 0.02))
-
-    p1, p2 = disk(0.3, 0.3, 0.2), disk(0.68, 0.66, 0.24)
-    abundance = np.stack([np.clip(1 - p1 - p2, 0, 1) + 0.05, p1, p2])
-    abundance /= abundance.sum(axis=0, keepdims=True)
-    clean = np.einsum("khw,ke->hwe", abundance, spectra) * counts
-    return clean.astype(np.float32), rng.poisson(clean).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def cube_pair():
-    return synthetic_cube(np.random.default_rng(0))
+    return three_phase_cube(np.random.default_rng(0))
 
 
 def hyperspy_model(cube, n):
