@@ -8,7 +8,7 @@
    time depends on the network, not on how well it is trained; spectrum-image methods on the
    128×128×1024 EDS example at the Fe Kα channel).
 2. **Finding** (Mohan et al., IEEE TCI 2022, Sec. VI): on the built-in HRTEM example
-   denoised by the shipped UNet, the filter is wide and flat in vacuum and, on the crystal,
+   denoised by the shipped bias-free UNet (``--shipped standard``: the biased one), the filter is wide and flat in vacuum and, on the crystal,
    concentrates on the neighbouring atomic columns. Measured at pixels chosen from the
    ground truth (vacuum: flat truth over 31×31 px; crystal: pixels on the particle between
    columns and on them): the effective diameter (disc holding 90 % of Σ|w|) and the
@@ -22,7 +22,7 @@
    Skipped, and said so, when the shipped UNet (or the reference image) is not there.
 
     .venv/bin/python benchmarks/bench_jacobian.py [--threads 2] [--pixels 7] [--no-methods] [--no-finding]
-        [--weights W.pt] [--dose 10] [--reference 1]
+        [--shipped standard] [--weights W.pt] [--dose 10] [--reference 1]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from emcore import EmcoreError, simulate  # noqa: E402
 from emcore.jacobian import SUPPORTED_METHODS, pixel_filter  # noqa: E402
 
-from emcore.methods.supervised import SHIPPED  # noqa: E402
+from emcore.methods.supervised import SHIPPED, SHIPPED_BIAS_FREE  # noqa: E402
 
 WEIGHTS = SHIPPED["unet"]
 HREM = Path(__file__).resolve().parents[2] / "shared" / "data" / "hrem"
@@ -189,7 +189,8 @@ def finding(args):
     else:
         ds = simulate.hrem_example(seed=0, dose=dose)
     try:
-        res = denoise(ds, "unet", device="cpu", **({"weights": args.weights} if args.weights else {}))
+        res = denoise(ds, "unet", device="cpu", shipped=args.shipped,
+                      **({"weights": args.weights} if args.weights else {}))
     except EmcoreError as err:
         return {"run": False, "why": str(err)}
     gt = ds.ground_truth.astype(np.float64)
@@ -203,7 +204,8 @@ def finding(args):
     crys = np.argwhere(inner & (std > np.percentile(std, 90)))
     picks = {"vacuum": vac[rng.choice(len(vac), min(args.pixels, len(vac)), replace=False)] if len(vac) else [],
              "crystal": crys[rng.choice(len(crys), min(args.pixels, len(crys)), replace=False)] if len(crys) else []}
-    out = {"run": True, "dose": dose, "weights": args.weights or f"shipped {WEIGHTS.name}",
+    shipped = (SHIPPED_BIAS_FREE if args.shipped == "bias-free" else SHIPPED)["unet"]
+    out = {"run": True, "dose": dose, "weights": args.weights or f"shipped {shipped.name}",
            "image": ds.name if args.reference else "built-in HRTEM example"}
     for region, pts in picks.items():
         stats = []
@@ -240,7 +242,10 @@ def main() -> None:
     ap.add_argument("--dose", type=float, help="dose of the example for the finding, e⁻/px (default: the example's)")
     ap.add_argument("--reference", type=int, choices=[1, 2, 3, 4],
                     help="run the finding on Mohan et al.'s clean simulation N (../shared/data/hrem) instead")
-    ap.add_argument("--weights", help="UNet weights for the finding (default: the shipped ones), e.g. a bias-free UNet")
+    ap.add_argument("--shipped", choices=["bias-free", "standard"], default="bias-free",
+                    help="which shipped UNet the finding uses (default: the bias-free one, whose output is exactly "
+                         "its filter, as in Mohan et al.)")
+    ap.add_argument("--weights", help="UNet weights for the finding instead of the shipped ones")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows: list[dict] = []

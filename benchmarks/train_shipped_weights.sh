@@ -29,6 +29,10 @@ OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} $PY -m emcore train unet --source physics 
     --val-every 500 --seed 1 --device "$DEVICE" --checkpoints runs/unet32_abtem_ft --out runs/unet32_abtem_ft.pt
 cp runs/unet32_abtem_ft.pt emcore/weights/unet32_abtem.pt
 cp runs/unet32_abtem_ft.pt.json emcore/weights/unet32_abtem.pt.json
+# Bias-free UNet for the filter view: starts from the UNet just shipped with its additive
+# constants dropped, then two stages on the workbench's phantoms (see the script).
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} $PY benchmarks/train_bias_free_unet.py --device "$DEVICE" \
+    --out emcore/weights/unet32_bf.pt
 $PY -m emcore train dncnn --steps "${DNCNN_STEPS:-4000}" --max-seconds "${MAX_SECONDS:-3600}" --batch 8 --patch 64 \
     --dose-min 0.3 --dose-max 20 --noise mixed --val-every 250 --seed 0 --device "$DEVICE" \
     --checkpoints runs/dncnn --out emcore/weights/dncnn_sbd.pt

@@ -37,6 +37,9 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 # The UNet trained on the abTEM multislice set generalised better to the reference Pt/CeO2
 # images than the one trained on the phantoms (benchmarks/bench_supervised.py; see the card).
 SHIPPED = {"dncnn": WEIGHTS_DIR / "dncnn_sbd.pt", "unet": WEIGHTS_DIR / "unet32_abtem.pt"}
+# Bias-free weights (benchmarks/train_bias_free_unet.py): the output is exactly the filter the
+# Jacobian view shows, f(x) = J(x) x; chosen with the parameter shipped="bias-free".
+SHIPPED_BIAS_FREE = {"unet": WEIGHTS_DIR / "unet32_bf.pt"}
 MODEL_CLASS = {"dncnn": "DnCNN", "unet": "UNet"}
 SOURCES = ("simulated", "physics", "frames", "pairs")
 
@@ -125,12 +128,20 @@ def _run_supervised(ds: Dataset, params: dict, ctx: RunContext, name: str) -> np
     from ..sbd import normalise
     from ..training import tiled_apply
 
-    net = load_network(name, params.get("weights"))
+    weights = params.get("weights")
+    shipped = SHIPPED[name]
+    if not weights and params.get("shipped") == "bias-free":
+        shipped = SHIPPED_BIAS_FREE[name]
+        if not shipped.is_file():
+            raise EmcoreError(f"The shipped bias-free {MODEL_CLASS[name]} weights ({shipped.name}) are missing from "
+                              "this installation; train them with benchmarks/train_bias_free_unet.py.")
+        weights = str(shipped)
+    net = load_network(name, weights)
     device = torch.device(ctx.device)
     model = net if device.type == "cpu" else _device_copy(net, device)
-    card = weights_card(name, params.get("weights"))
+    card = weights_card(name, weights)
     ctx.log.append(
-        f"{MODEL_CLASS[name]} weights: {'shipped ' + SHIPPED[name].name if not params.get('weights') else Path(params['weights']).name}"
+        f"{MODEL_CLASS[name]} weights: {'shipped ' + shipped.name if not params.get('weights') else Path(params['weights']).name}"
         + (f" (trained {card.get('steps')} steps on {card.get('data', 'unknown data')}; "
            f"validation PSNR {card['validation_psnr_db']:.2f} dB)" if card.get("validation_psnr_db") is not None else "")
         + "."
@@ -181,7 +192,13 @@ def _frame_progress(progress: ProgressFn | None, i: int, n: int) -> ProgressFn |
 
 
 def _common_params(name: str) -> tuple[Param, ...]:
-    return (
+    variants = (Param("shipped", "choice", "standard", choices=("standard", "bias-free"), label="Shipped weights",
+                      help="standard: the better denoiser (trained on multislice images). bias-free: no additive "
+                           "constant anywhere, so the output is exactly the filter that 'what is the network "
+                           "looking at?' shows, f(x) = J(x) x (Mohan et al. 2020); trained on the workbench's "
+                           "phantoms, last at 0.2–3 e⁻/px. A weights file, when given, is used instead."),) \
+        if name in SHIPPED_BIAS_FREE else ()
+    return variants + (
         Param("weights", "path", None, label="Weights file",
               help=f"A weights file trained for this {MODEL_CLASS[name]} (python -m emcore train {name}, or the "
                    "Train tab of the Denoise page); empty: the weights shipped with the workbench."),

@@ -123,3 +123,26 @@ def test_filter_view_on_a_cube_uses_the_viewer_energy():
     at.toggle(key="jac_summed").set_value(True).run()
     assert not at.exception
     assert any("summed over energies" in c.proto.spec for c in at.get("plotly_chart"))
+
+
+@pytest.mark.parametrize("shipped, offset", [("bias-free", False), ("standard", True)])
+def test_filter_view_of_the_shipped_unets(shipped, offset):
+    """The Denoise page offers both shipped UNets; the filter view of the bias-free one is the
+    whole output (no offset sentence), that of the standard one says the network adds its own."""
+    from tests.app.apptest import finished_job
+
+    at = _app()
+    at.switch_page("pages/denoise.py").run()
+    at.selectbox(key="method_choice").set_value("unet").run()
+    at.selectbox(key="p_unet_shipped").set_value(shipped)
+    next(b for b in at.button if b.label == "Run").click().run()
+    assert finished_job(at).error is None
+    at.run()
+    at.switch_page("pages/compare.py").run()
+    at.number_input(key="jac_row").set_value(60)
+    at.number_input(key="jac_col").set_value(60)
+    at.button(key="btn_jac").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = " ".join(m.value for m in at.markdown if "weights sum to" in m.value)
+    assert "row 60, col 60" in text
+    assert ("own offset" in text) is offset

@@ -163,3 +163,30 @@ def test_bias_free_fine_tuning_from_biased_shipped_weights_drops_the_constants(t
         torch.testing.assert_close(bf(3 * x), 3 * bf(x), rtol=1e-4, atol=1e-5)  # f(ax) = a f(x)
     with pytest.raises(EmcoreError, match="bias-free"):
         TrainingPlan(**{**TINY, "freeze_norm": True})
+
+
+def test_shipped_bias_free_unet_is_exactly_its_filter(tmp_path):
+    """shipped="bias-free" runs the bias-free UNet: its output at a pixel is exactly the filter
+    the Jacobian view shows applied to the input (f(x) = J(x) x), unlike the standard UNet."""
+    from emcore.jacobian import pixel_filter
+    from emcore.methods.supervised import SHIPPED_BIAS_FREE
+
+    path = SHIPPED_BIAS_FREE["unet"]
+    assert path.is_file() and path.stat().st_size < 16 * 2**20
+    card = weights_card("unet", path)
+    assert card["config"]["bias"] is False and card["command"].startswith("OMP_NUM_THREADS=2 python benchmarks/")
+    assert card["started_from"]["converted"].startswith("bias-free") and len(card["stages"]) == 2
+    ds = simulate.hrem_example(seed=0, dose=1.0, size=128)
+    bf = denoise(ds, "unet", device="cpu", shipped="bias-free")
+    assert bf.params["shipped"] == "bias-free" and "unet32_bf.pt" in bf.log[0]
+    assert psnr(bf.data, ds.ground_truth) > psnr(ds.data, ds.ground_truth) + 10
+    f = pixel_filter(bf.artifacts, ds.data, 40, 70)
+    assert f.linear_estimate == pytest.approx(f.output, rel=1e-4)
+    std = denoise(ds, "unet", device="cpu")
+    g = pixel_filter(std.artifacts, ds.data, 40, 70)
+    assert abs(g.linear_estimate - g.output) > 0.05 * abs(g.output)  # the standard UNet has an offset
+    # A weights file, when given, wins over the choice of shipped weights.
+    own = denoise(ds, "unet", device="cpu", shipped="bias-free", weights=str(SHIPPED["unet"]))
+    np.testing.assert_array_equal(own.data, std.data)
+    with pytest.raises(EmcoreError):
+        denoise(ds, "unet", device="cpu", shipped="biased")
