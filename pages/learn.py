@@ -198,6 +198,16 @@ st.markdown(
     "a featureless region), on a crystal it concentrates on the neighbouring atomic columns of the same lattice "
     "— the network has learned to use the repetition of the structure."
 )
+st.markdown(
+    "What the networks shipped here show (`benchmarks/bench_jacobian.py`, figures in `benchmarks/RESULTS.md`). "
+    "The standard UNet has biases: part of its output does not come from the filter at all, and the view says "
+    "how much. Its **bias-free** twin (Denoise page, UNet, *Shipped weights: bias-free*) has no such part — its "
+    "output is exactly J(x) x, as in Mohan et al.'s study. On the built-in example from 2 to 20 e⁻/px, its "
+    "filter in vacuum is about 1.2–1.3 times wider than on the crystal, and on the crystal its far weights sit "
+    "on atomic columns 1.5–1.8 times more often than chance. At 1 e⁻/px and below, both filters spread about "
+    "75 px across (the network sees 116 px) and are about as wide; only more pixels take part in vacuum. Both "
+    "networks were trained for an hour or two on two CPU cores, far less than Mohan et al.'s."
+)
 
 st.subheader("Judging a result without a ground truth")
 st.markdown(
