@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     import models
     from emcore.methods.supervised import SHIPPED, load_network, weights_card
     from emcore.training import save_weights
-    from models.dncnn import freeze_bias_free_norms
+    from models.dncnn import freeze_bias_free_norms, load_without_constants
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -66,14 +66,13 @@ def main(argv=None) -> int:
 
     biased = load_network("unet")
     net = models.UNet(scales=biased.scales, base=biased.base, bias=False)
-    net.load_state_dict({k: v for k, v in biased.state_dict().items() if k in net.state_dict()})
+    load_without_constants(net, biased)
     freeze_bias_free_norms(net)
     stages = []
     for i, (dose, lr, steps, seconds) in enumerate((((0.3, 20.0), 3e-4, args.stage1_steps, args.stage1_seconds),
                                                     ((0.2, 3.0), 2e-4, args.stage2_steps, args.stage2_seconds)), 1):
         print(f"Stage {i}: {dose[0]:g}–{dose[1]:g} e⁻/px, lr {lr:g}", file=sys.stderr)
         stages.append(stage(net, dose, lr, steps, seconds, args.device, f"{args.checkpoints}/stage{i}"))
-    freeze_bias_free_norms(net, False)
     card = {
         "command": "python benchmarks/train_bias_free_unet.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": "unet", "config": net.config(), "stages": stages,

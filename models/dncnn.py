@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["BiasFreeBatchNorm2d", "DnCNN", "freeze_bias_free_norms"]
+__all__ = ["BiasFreeBatchNorm2d", "DnCNN", "freeze_bias_free_norms", "load_without_constants"]
 
 # [Zhang2017] Sec. III-A: depth 17 (receptive field 35 x 35) for Gaussian denoising with a
 # known noise level; Sec. III-E: depth 20 for the blind / general models (DnCNN-B, CDnCNN-B,
@@ -134,6 +134,17 @@ class BiasFreeBatchNorm2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}" + (", frozen" if self.frozen else "")
+
+
+def load_without_constants(bias_free: nn.Module, biased: nn.Module) -> None:
+    """Give ``bias_free`` what multiplies in ``biased``, a biased twin of the same architecture.
+
+    Convolution weights, normalisation scales and running variances are copied; biases and
+    running means, which add, are dropped. Every tensor of ``bias_free`` must come from
+    ``biased`` (a strict load): a network of another architecture raises.
+    """
+    own = bias_free.state_dict()
+    bias_free.load_state_dict({k: v for k, v in biased.state_dict().items() if k in own})
 
 
 def freeze_bias_free_norms(module: nn.Module, frozen: bool = True) -> int:

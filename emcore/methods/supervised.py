@@ -411,17 +411,16 @@ def train_network(
     if plan.start_from_shipped:
         shipped = load_network(plan.model)
         theirs, ours = shipped.config(), model.config()
-        drop_constants = theirs.get("bias", True) and not ours.get("bias", True)
-        if {**theirs, "bias": None} != {**ours, "bias": None} or (theirs.get("bias") != ours.get("bias")
-                                                                 and not drop_constants):
+        drop_constants = theirs != ours and {**theirs, "bias": False} == ours  # biased -> bias-free
+        if theirs != ours and not drop_constants:
             raise EmcoreError(f"The shipped {MODEL_CLASS[plan.model]} has {theirs}; fine-tuning needs the "
                               "same architecture — set it, or train from scratch.")
-        state = shipped.state_dict()
         if drop_constants:
-            # Bias-free from biased: keep what multiplies (convolution weights, normalisation
-            # scales and running variances), drop what adds (biases, running means).
-            state = {k: v for k, v in state.items() if k in model.state_dict()}
-        model.load_state_dict(state)
+            from models.dncnn import load_without_constants
+
+            load_without_constants(model, shipped)
+        else:
+            model.load_state_dict(shipped.state_dict())
         # The card of the starting point: how the weights got where this run picked them up.
         started_from = {"weights": SHIPPED[plan.model].name, "card": weights_card(plan.model)}
         if drop_constants:

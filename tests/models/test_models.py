@@ -299,3 +299,23 @@ def test_frozen_bias_free_batch_norm_trains_as_a_fixed_scale():
     assert bn.weight.grad is not None and torch.isfinite(bn.weight.grad).all()
     models.dncnn.freeze_bias_free_norms(net, False)
     assert not torch.allclose(bn(x), expected)  # batch statistics again
+
+
+def test_load_without_constants_keeps_what_multiplies():
+    """A biased UNet whose biases and running means are zero computes the same function as the
+    bias-free UNet loaded from it; another architecture is refused."""
+    torch.manual_seed(0)
+    biased = models.UNet(scales=2, base=16).eval()
+    with torch.no_grad():
+        for name, t in biased.state_dict().items():
+            if name.endswith(("bias", "running_mean")):
+                t.zero_()
+            elif name.endswith("running_var"):
+                t.uniform_(0.5, 2.0)
+    bias_free = models.UNet(scales=2, base=16, bias=False).eval()
+    models.dncnn.load_without_constants(bias_free, biased)
+    x = torch.rand(1, 1, 24, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(bias_free(x), biased(x))
+    with pytest.raises(RuntimeError):
+        models.dncnn.load_without_constants(models.UNet(scales=3, base=16, bias=False), biased)
