@@ -50,3 +50,16 @@ def pickled_npy_bytes(objects) -> bytes:
     np.lib.format.write_array_header_1_0(buf, {"descr": "|O", "fortran_order": False, "shape": (len(objects),)})
     pickle.dump(np.array(objects, dtype=object), buf, protocol=3)
     return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module of tiny networks, restored afterwards: on a busy
+    2-core machine two threads spend most of their time waiting for each other (measured 4 s
+    instead of 4 ms for one small Noise2SR MMSE estimate)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -24,16 +24,6 @@ def _conv_apply(kernel: np.ndarray):
 
 
 @pytest.fixture
-def one_thread():
-    """Tiny networks gain nothing from threads, and on a busy machine two spinning threads
-    make them an order of magnitude slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def kernel():
     return np.random.default_rng(3).normal(size=(5, 5)).astype(np.float32)
 
@@ -111,7 +101,7 @@ def test_bad_input_sentences(kernel):
         pixel_filter(_conv_apply(kernel), np.zeros((2, 3, 4, 5)), 0, 0)
 
 
-def test_window_is_exact_for_a_unet_and_grows_when_the_field_is_understated(one_thread):
+def test_window_is_exact_for_a_unet_and_grows_when_the_field_is_understated(one_torch_thread):
     from models import UNet
 
     torch.manual_seed(0)
@@ -164,7 +154,7 @@ class _FlatPairs:
         return torch.from_numpy(noisy.astype(np.float32)), torch.from_numpy(clean.copy())
 
 
-def test_trained_tiny_model_averages_in_a_flat_region(one_thread):
+def test_trained_tiny_model_averages_in_a_flat_region(one_torch_thread):
     from emcore.training import MSELoss, TrainConfig, train
 
     torch.manual_seed(0)
@@ -189,7 +179,7 @@ def test_trained_tiny_model_averages_in_a_flat_region(one_thread):
     assert f.weights.shape[0] >= 13
 
 
-def test_noise2sr_view_follows_fewer_sub_samplings_and_says_so(one_thread):
+def test_noise2sr_view_follows_fewer_sub_samplings_and_says_so(one_torch_thread):
     from emcore import simulate
     from emcore.jacobian import describe_filter
     from emcore.methods.self_supervised import FILTER_VIEW_SAMPLES

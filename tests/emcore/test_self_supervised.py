@@ -18,17 +18,7 @@ from emcore.training import MSELoss
 from models import Noise2SR
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: these tensors are tiny, and on a busy machine two threads spend
-    most of their time waiting for each other (measured 4 s instead of 4 ms for one small
-    MMSE estimate on a loaded 2-core machine). Restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks (see conftest)
 
 # -- random sub-sampler ---------------------------------------------------------------
 

@@ -37,13 +37,8 @@ from emcore.training import (
 SIGMA = 0.2  # noise standard deviation of the toy; an identity "denoiser" scores SIGMA**2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny convolutions on a shared 2-core machine run ~10x faster single-threaded.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny convolutions on a shared 2-core machine run ~10x faster single-threaded.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class TinyNet(nn.Module):
