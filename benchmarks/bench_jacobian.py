@@ -207,6 +207,7 @@ def finding(args):
     shipped = (SHIPPED_BIAS_FREE if args.shipped == "bias-free" else SHIPPED)["unet"]
     out = {"run": True, "dose": dose, "weights": args.weights or f"shipped {shipped.name}",
            "image": ds.name if args.reference else "built-in HRTEM example"}
+    diameters: dict[str, np.ndarray] = {}
     for region, pts in picks.items():
         stats = []
         for r, c in pts:
@@ -227,7 +228,14 @@ def finding(args):
         out[region] = {k: float(np.nanmedian([s[k] for s in stats])) for k in
                        ("diameter_px", "area90", "participation", "weight_sum", "explained", "column_enrichment")} if stats else {}
         out[region]["n"] = len(stats)
+        diameters[region] = np.array([s["diameter_px"] for s in stats])
     v, c = out.get("vacuum", {}), out.get("crystal", {})
+    if len(diameters.get("vacuum", ())) and len(diameters.get("crystal", ())):
+        # How sure the diameter ratio is: the pixels of each region resampled with replacement.
+        boot = np.random.default_rng(4)
+        ratios = [np.median(boot.choice(diameters["vacuum"], len(diameters["vacuum"])))
+                  / np.median(boot.choice(diameters["crystal"], len(diameters["crystal"]))) for _ in range(2000)]
+        out["diameter_ratio_95"] = [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
     out["reproduced"] = bool(v and c and v["diameter_px"] > WIDER * c["diameter_px"]
                              and c["column_enrichment"] > ENRICHED)
     return out
@@ -279,7 +287,9 @@ def main() -> None:
                           + (f", column enrichment {s['column_enrichment']:.2f}" if region == "crystal" else ""))
             v, c = fnd["vacuum"], fnd["crystal"]
             if v.get("n") and c.get("n"):
-                print(f"  vacuum / crystal: diameter {v['diameter_px'] / c['diameter_px']:.2f}×, "
+                lo, hi = fnd.get("diameter_ratio_95", (float("nan"), float("nan")))
+                print(f"  vacuum / crystal: diameter {v['diameter_px'] / c['diameter_px']:.2f}× "
+                      f"(95 % bootstrap interval {lo:.2f}–{hi:.2f}), "
                       f"pixels taking part {v['participation'] / c['participation']:.2f}×")
             print(f"  reproduced (vacuum diameter > {WIDER:g}× crystal, crystal column enrichment > {ENRICHED:g}): "
                   f"{fnd['reproduced']}")
