@@ -196,7 +196,8 @@ def _common_params(name: str) -> tuple[Param, ...]:
                       help="standard: the better denoiser (trained on multislice images). bias-free: no additive "
                            "constant anywhere, so the output is exactly the filter that 'what is the network "
                            "looking at?' shows, f(x) = J(x) x (Mohan et al. 2020); trained on the workbench's "
-                           "phantoms, last at 0.2–3 e⁻/px. A weights file, when given, is used instead."),) \
+                           "phantoms, last at 0.2–3 e⁻/px, so it is for low-dose data: at ~20 e⁻/px it denoises "
+                           "far worse than the standard weights. A weights file, when given, is used instead."),) \
         if name in SHIPPED_BIAS_FREE else ()
     return variants + (
         Param("weights", "path", None, label="Weights file",
