@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from emcore import EmcoreError, simulate  # noqa: E402
 from emcore.jacobian import SUPPORTED_METHODS, pixel_filter  # noqa: E402
 
-from emcore.methods.supervised import SHIPPED, SHIPPED_BIAS_FREE  # noqa: E402
+from emcore.methods.supervised import SHIPPED, shipped_path  # noqa: E402
 
 WEIGHTS = SHIPPED["unet"]
 HREM = Path(__file__).resolve().parents[2] / "shared" / "data" / "hrem"
@@ -204,8 +204,7 @@ def finding(args):
     crys = np.argwhere(inner & (std > np.percentile(std, 90)))
     picks = {"vacuum": vac[rng.choice(len(vac), min(args.pixels, len(vac)), replace=False)] if len(vac) else [],
              "crystal": crys[rng.choice(len(crys), min(args.pixels, len(crys)), replace=False)] if len(crys) else []}
-    shipped = (SHIPPED_BIAS_FREE if args.shipped == "bias-free" else SHIPPED)["unet"]
-    out = {"run": True, "dose": dose, "weights": args.weights or f"shipped {shipped.name}",
+    out = {"run": True, "dose": dose, "weights": args.weights or f"shipped {shipped_path('unet', args.shipped).name}",
            "image": ds.name if args.reference else "built-in HRTEM example"}
     diameters: dict[str, np.ndarray] = {}
     for region, pts in picks.items():

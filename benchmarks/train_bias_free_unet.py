@@ -50,7 +50,7 @@ def stage(net, dose_range, lr, steps, seconds, device, checkpoints):
 
 def main(argv=None) -> int:
     import models
-    from emcore.methods.supervised import SHIPPED, load_network, weights_card
+    from emcore.methods.supervised import load_network, started_from_card
     from emcore.training import save_weights
     from models.dncnn import freeze_bias_free_norms, load_without_constants
 
@@ -82,8 +82,7 @@ def main(argv=None) -> int:
                 "(stage 1: 0.3–20 e⁻/px, stage 2: 0.2–3 e⁻/px)",
         "dose_range": [0.2, 20.0], "noise": "mixed", "seed": 2, "batch": 4, "patch": 128,
         "input_normalisation": "divide by the image mean (emcore.sbd.normalise)",
-        "started_from": {"weights": SHIPPED["unet"].name, "card": weights_card("unet"),
-                         "converted": "bias-free: additive constants of the shipped weights dropped"},
+        "started_from": started_from_card("unet", converted=True),
     }
     out = Path(args.out)
     save_weights(net.cpu(), out, card)

@@ -236,9 +236,7 @@ class ConfigMixin:
         predicted noise) needs as many output channels as input ones.
         """
         name = type(self).__name__
-        for key in inspect.signature(type(self).__init__).parameters:
-            if key == "self":
-                continue
+        for key in self._arg_names():
             if key in self.PARAM_RANGES:
                 value = check_int(name, key, values[key], self.PARAM_RANGES[key], self.PARAM_WHY.get(key, ""))
             else:
@@ -250,10 +248,14 @@ class ConfigMixin:
                 f"({self.in_channels}) must equal out_channels ({self.out_channels})."
             )
 
+    @classmethod
+    def _arg_names(cls) -> list[str]:
+        """The constructor's argument names, in order."""
+        return [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+
     def config(self) -> dict[str, Any]:
         """Constructor arguments, read back from the attributes of the same names."""
-        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
-        return {n: getattr(self, n) for n in names}
+        return {n: getattr(self, n) for n in self._arg_names()}
 
     @classmethod
     def from_config(cls, d: Mapping[str, Any]):

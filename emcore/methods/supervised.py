@@ -40,6 +40,12 @@ SHIPPED = {"dncnn": WEIGHTS_DIR / "dncnn_sbd.pt", "unet": WEIGHTS_DIR / "unet32_
 # Bias-free weights (benchmarks/train_bias_free_unet.py): the output is exactly the filter the
 # Jacobian view shows, f(x) = J(x) x; chosen with the parameter shipped="bias-free".
 SHIPPED_BIAS_FREE = {"unet": WEIGHTS_DIR / "unet32_bf.pt"}
+VARIANTS = ("standard", "bias-free")
+
+
+def shipped_path(name: str, variant: str = "standard") -> Path:
+    """The shipped weights file of network ``name``: ``"standard"`` or ``"bias-free"`` (UNet)."""
+    return SHIPPED_BIAS_FREE[name] if variant == "bias-free" and name in SHIPPED_BIAS_FREE else SHIPPED[name]
 MODEL_CLASS = {"dncnn": "DnCNN", "unet": "UNet"}
 SOURCES = ("simulated", "physics", "frames", "pairs")
 
@@ -70,10 +76,11 @@ def _load(name: str, weights: str | os.PathLike | None):
     from ..training import load_weights, read_weights
 
     path = Path(weights) if weights else SHIPPED[name]
-    if not weights and not path.is_file():
+    if path in (SHIPPED[name], SHIPPED_BIAS_FREE.get(name)) and not path.is_file():
         raise EmcoreError(
             f"The shipped {MODEL_CLASS[name]} weights ({path.name}) are missing from this installation; "
-            f"train some with 'python -m emcore train {name} --out FILE' and pass them with --set weights=FILE."
+            "benchmarks/train_shipped_weights.sh makes them, or train some with "
+            f"'python -m emcore train {name} --out FILE' and pass them with --set weights=FILE."
         )
     try:
         stamp = path.stat().st_mtime_ns
@@ -128,20 +135,13 @@ def _run_supervised(ds: Dataset, params: dict, ctx: RunContext, name: str) -> np
     from ..sbd import normalise
     from ..training import tiled_apply
 
-    weights = params.get("weights")
-    shipped = SHIPPED[name]
-    if not weights and params.get("shipped") == "bias-free":
-        shipped = SHIPPED_BIAS_FREE[name]
-        if not shipped.is_file():
-            raise EmcoreError(f"The shipped bias-free {MODEL_CLASS[name]} weights ({shipped.name}) are missing from "
-                              "this installation; train them with benchmarks/train_bias_free_unet.py.")
-        weights = str(shipped)
+    weights = params.get("weights") or shipped_path(name, params.get("shipped", "standard"))
     net = load_network(name, weights)
     device = torch.device(ctx.device)
     model = net if device.type == "cpu" else _device_copy(net, device)
     card = weights_card(name, weights)
     ctx.log.append(
-        f"{MODEL_CLASS[name]} weights: {'shipped ' + shipped.name if not params.get('weights') else Path(params['weights']).name}"
+        f"{MODEL_CLASS[name]} weights: {Path(weights).name if params.get('weights') else 'shipped ' + Path(weights).name}"
         + (f" (trained {card.get('steps')} steps on {card.get('data', 'unknown data')}; "
            f"validation PSNR {card['validation_psnr_db']:.2f} dB)" if card.get("validation_psnr_db") is not None else "")
         + "."
@@ -192,7 +192,7 @@ def _frame_progress(progress: ProgressFn | None, i: int, n: int) -> ProgressFn |
 
 
 def _common_params(name: str) -> tuple[Param, ...]:
-    variants = (Param("shipped", "choice", "standard", choices=("standard", "bias-free"), label="Shipped weights",
+    variants = (Param("shipped", "choice", "standard", choices=VARIANTS, label="Shipped weights",
                       help="standard: the better denoiser (trained on multislice images). bias-free: no additive "
                            "constant anywhere, so the output is exactly the filter that 'what is the network "
                            "looking at?' shows, f(x) = J(x) x (Mohan et al. 2020); trained on the workbench's "
@@ -321,6 +321,14 @@ class TrainingPlan:
             raise EmcoreError(f"This {MODEL_CLASS[self.model]} cannot be built: {err}.") from None
 
 
+def started_from_card(name: str, converted: bool = False) -> dict:
+    """What a weights card records of the shipped weights a training run started from."""
+    card = {"weights": SHIPPED[name].name, "card": weights_card(name)}
+    if converted:
+        card["converted"] = "bias-free: additive constants of the shipped weights dropped"
+    return card
+
+
 @dataclass
 class TrainedNetwork:
     """What :func:`train_network` returns: the weights file, its card and the training result."""
@@ -422,10 +430,7 @@ def train_network(
             load_without_constants(model, shipped)
         else:
             model.load_state_dict(shipped.state_dict())
-        # The card of the starting point: how the weights got where this run picked them up.
-        started_from = {"weights": SHIPPED[plan.model].name, "card": weights_card(plan.model)}
-        if drop_constants:
-            started_from["converted"] = "bias-free: additive constants of the shipped weights dropped"
+        started_from = started_from_card(plan.model, converted=drop_constants)
     if plan.freeze_norm:
         from models.dncnn import freeze_bias_free_norms
 
