@@ -14,8 +14,9 @@ PORT   ?= 8501
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): requirements.txt requirements-test.txt | $(PY)
+$(STAMP): requirements.txt requirements-test.txt pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-test.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 run: $(STAMP)

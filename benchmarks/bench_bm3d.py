@@ -38,11 +38,11 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from emcore.methods.bm3d_method import denoise_bm3d  # noqa: E402
-from emcore.metrics import psnr  # noqa: E402
-from emcore.noise import PoissonGaussian  # noqa: E402
-from emcore.noise_estimation import estimate_poisson_gaussian  # noqa: E402
-from emcore.vst import anscombe_forward  # noqa: E402
+from emcore.evaluate.reference import psnr  # noqa: E402
+from emcore.methods.bm3d import denoise_bm3d  # noqa: E402
+from emcore.noise.estimation import estimate_poisson_gaussian  # noqa: E402
+from emcore.noise.models import PoissonGaussian  # noqa: E402
+from emcore.noise.vst import anscombe_forward  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "hrem"
 NOISE = PoissonGaussian(0.05, 0.02)

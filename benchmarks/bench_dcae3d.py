@@ -4,7 +4,7 @@ validation on the real cubes, and the time of the ``fast`` preset.
     .venv/bin/python benchmarks/bench_dcae3d.py [--part phantom real timing gpu] [--steps 400] [--seeds 3]
         [--cubes sio2_eds.hspy]
 
-1. **Phantom** — ``emcore.simulate.eds_example(seed=4, counts_per_pixel=20, size=64,
+1. **Phantom** — ``emcore.sim.eds_example(seed=4, counts_per_pixel=20, size=64,
    channels=1024)``. Score: the PSNR of each X-ray line's element map against the ground
    truth's (``emcore.evaluate.reference_metrics``: data range of the true map), averaged over
    the lines the example lists; the cube PSNR too. Rows: raw data, PCA, a 5×5 spatial box
@@ -48,7 +48,7 @@ SHARED = ROOT.parent / "shared" / "data" / "eds"
 
 def map_psnr(ds, result) -> tuple[float, float, dict]:
     """Mean element-map PSNR over the example's lines, cube PSNR, and the per-line values."""
-    from emcore.evaluate import reference_metrics
+    from emcore.evaluate.validation import reference_metrics
 
     lines = ds.metadata["xray_lines"]
     m = reference_metrics(ds, result, lines)
@@ -63,10 +63,10 @@ def _timed(fn):
 
 
 def phantom(steps: int, size: int, channels: int, seeds: int = 1) -> list[dict]:
-    from emcore import simulate
-    from emcore.registry import denoise
+    from emcore import sim
+    from emcore.methods.registry import denoise
 
-    ds = simulate.eds_example(seed=4, counts_per_pixel=20, size=size, channels=channels)
+    ds = sim.eds_example(seed=4, counts_per_pixel=20, size=size, channels=channels)
     print(f"\n1. Phantom {size}×{size}×{channels}, 20 counts/px: element-map PSNR (mean over "
           f"{len(ds.metadata['xray_lines'])} lines), cube PSNR", flush=True)
     print(f"{'run':<44}{'maps dB':>9}{'cube dB':>9}{'wall s':>8}{'cpu s':>8}", flush=True)
@@ -123,7 +123,7 @@ CUBES = ("core_shell.hdf5", "sio2_eds.hspy", "bruker_test_TEM.bcf")
 
 def real(steps: int, cubes=CUBES) -> list[dict]:
     from emcore import io
-    from emcore.evaluate import count_split_validation
+    from emcore.evaluate.validation import count_split_validation
 
     if not SHARED.is_dir():
         print(f"\n2. Real cubes: {SHARED} not found; skipped.")
@@ -162,10 +162,10 @@ def real(steps: int, cubes=CUBES) -> list[dict]:
 def timing(size: int = 64, channels: int = 1024) -> dict:
     import torch
 
-    from emcore import simulate
-    from emcore.registry import denoise
+    from emcore import sim
+    from emcore.methods.registry import denoise
 
-    ds = simulate.eds_example(seed=5, counts_per_pixel=20, size=size, channels=channels)
+    ds = sim.eds_example(seed=5, counts_per_pixel=20, size=size, channels=channels)
     load0 = os.getloadavg()[0]
     res, wall, cpu = _timed(lambda: denoise(ds, "dcae3d", seed=0, device="cpu"))
     load1 = os.getloadavg()[0]
@@ -186,10 +186,10 @@ def gpu() -> list[dict]:
     if not torch.cuda.is_available():
         print("\n4. GPU 128×128×2048: not measured (no CUDA device here).")
         return []
-    from emcore import simulate
-    from emcore.registry import denoise
+    from emcore import sim
+    from emcore.methods.registry import denoise
 
-    ds = simulate.eds_example(seed=6, counts_per_pixel=20, size=128, channels=2048)
+    ds = sim.eds_example(seed=6, counts_per_pixel=20, size=128, channels=2048)
     rows = []
     for preset in ("fast", "quality"):
         torch.cuda.synchronize()

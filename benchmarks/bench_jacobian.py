@@ -1,7 +1,7 @@
 """Speed of the adaptive-filter ("what is the network looking at?") view, and Mohan et al.'s finding.
 
 1. **Speed** (target: under 2 s per pixel on a 512×512 image, CPU). Seconds per
-   :func:`emcore.jacobian.pixel_filter` call — one forward and one backward pass on a window
+   :func:`emcore.evaluate.filter_view.pixel_filter` call — one forward and one backward pass on a window
    around the pixel — for a UNet-32 with 4 scales from ``models/`` (the shipped weights
    (``emcore.methods.supervised.SHIPPED``) when present, else a random initialisation: the time is
    the same), and for every registered learned method (run with its ``quick`` settings: the
@@ -39,9 +39,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from emcore import EmcoreError, simulate  # noqa: E402
-from emcore.jacobian import SUPPORTED_METHODS, pixel_filter  # noqa: E402
-
+from emcore import EmcoreError, sim  # noqa: E402
+from emcore.evaluate.filter_view import SUPPORTED_METHODS, pixel_filter  # noqa: E402
 from emcore.methods.supervised import SHIPPED, shipped_path  # noqa: E402
 
 WEIGHTS = SHIPPED["unet"]
@@ -75,7 +74,7 @@ def _unet_artifacts(image):
     from models import UNet
 
     if WEIGHTS.is_file():
-        from emcore.training import load_weights
+        from emcore.train.weights import load_weights
 
         net, source = load_weights(UNet, WEIGHTS), f"shipped weights {WEIGHTS.name}"
     else:
@@ -93,7 +92,7 @@ def _unet_artifacts(image):
 
 
 def speed(args, rows):
-    ds = simulate.hrem_example(seed=0, dose=1.0, size=512)
+    ds = sim.hrem_example(seed=0, dose=1.0, size=512)
     pixels = _pixels(ds.data.shape, args.pixels, np.random.default_rng(1))
     art, source = _unet_artifacts(ds.data)
     times, shapes = _time_filters(art, ds.data, pixels)
@@ -101,7 +100,7 @@ def speed(args, rows):
                  "median_s": statistics.median(times), "max_s": max(times), "window": f"{shapes[0][0]}×{shapes[0][1]}"})
     if args.no_methods:
         return
-    from emcore.registry import denoise, methods
+    from emcore.methods.registry import denoise, methods
 
     registered = {m.name: m for m in methods()}
     cube = None
@@ -121,7 +120,7 @@ def speed(args, rows):
         data_ds, energy, label = ds, None, "512×512 image"
         if "image" not in m.accepts:
             if cube is None:
-                cube = simulate.eds_example(seed=0)
+                cube = sim.eds_example(seed=0)
             from emcore.spectral import line_channels
 
             lo, hi = line_channels("Fe_Ka", cube.calibration, cube.data.shape[2])
@@ -169,16 +168,16 @@ def _local_std(a, size):
 
 def finding(args):
     """Vacuum vs crystal filters of the shipped UNet on the built-in HRTEM example."""
-    from emcore.registry import denoise
+    from emcore.methods.registry import denoise
 
-    info = simulate.EXAMPLES["hrem"]
+    info = sim.EXAMPLES["hrem"]
     dose = float(args.dose or info.dose_default)
     if args.reference:
         # Mohan et al.'s own clean simulations, with Poisson noise at the dose.
         import tifffile
 
         from emcore import Dataset
-        from emcore.noise import Poisson
+        from emcore.noise.models import Poisson
 
         path = HREM / f"ptceo2_sim_clean_{args.reference}.tif"
         if not path.is_file():
@@ -187,7 +186,7 @@ def finding(args):
         noise = Poisson(dose)
         ds = Dataset(noise.sample(clean, np.random.default_rng(0)), "image", ground_truth=clean, name=path.name)
     else:
-        ds = simulate.hrem_example(seed=0, dose=dose)
+        ds = sim.hrem_example(seed=0, dose=dose)
     try:
         res = denoise(ds, "unet", device="cpu", shipped=args.shipped,
                       **({"weights": args.weights} if args.weights else {}))

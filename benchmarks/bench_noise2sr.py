@@ -3,7 +3,7 @@
 Each clean image ``ptceo2_sim_clean_{i}.tif`` (876×927, ../shared/data/hrem) is optionally
 centre-cropped, given Poisson–Gaussian noise ``clean + N(0, a·clean + b²)`` with a = 0.05,
 b = 0.02 (the simulated setting of Tian et al., IEEE TCI 2024) from ``default_rng(seed)``,
-and denoised blind by each method; PSNR is :func:`emcore.metrics.psnr` against the clean
+and denoised blind by each method; PSNR is :func:`emcore.evaluate.psnr` against the clean
 image (its data range). Prints a table and one JSON line, with wall-clock seconds and the
 process CPU seconds (all threads) beside the load average: on a shared machine the wall time
 says little, the CPU time with ``--threads 1`` is the least disturbed measure of the work.
@@ -31,9 +31,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from emcore import Dataset  # noqa: E402
-from emcore.metrics import psnr  # noqa: E402
-from emcore.noise import PoissonGaussian  # noqa: E402
-from emcore.registry import denoise  # noqa: E402
+from emcore.evaluate.reference import psnr  # noqa: E402
+from emcore.methods.registry import denoise  # noqa: E402
+from emcore.noise.models import PoissonGaussian  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "hrem"
 # Tian et al. 2024, simulated experiments: Poisson–Gaussian noise with a = 0.05, b = 0.02.

@@ -21,12 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from emcore import simulate  # noqa: E402
+from emcore import sim  # noqa: E402
 
 CASES = {
-    "hrem_phantom 512x512": lambda seed: simulate.hrem_phantom((512, 512), rng=np.random.default_rng(seed)),
-    "eds_example 128x128x1024": lambda seed: simulate.eds_example(seed=seed),
-    "movie_example 10x256x256": lambda seed: simulate.movie_example(seed=seed),
+    "hrem_phantom 512x512": lambda seed: sim.hrem_phantom((512, 512), rng=np.random.default_rng(seed)),
+    "eds_example 128x128x1024": lambda seed: sim.eds_example(seed=seed),
+    "movie_example 10x256x256": lambda seed: sim.movie_example(seed=seed),
 }
 
 

@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from emcore import Dataset  # noqa: E402
-from emcore.metrics import psnr  # noqa: E402
-from emcore.noise import Poisson, PoissonGaussian  # noqa: E402
-from emcore.registry import denoise  # noqa: E402
+from emcore.evaluate.reference import psnr  # noqa: E402
+from emcore.methods.registry import denoise  # noqa: E402
+from emcore.noise.models import Poisson, PoissonGaussian  # noqa: E402
 
 HREM = ROOT.parent / "shared" / "data" / "hrem"
 

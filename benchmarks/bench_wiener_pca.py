@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from emcore.evaluate.reference import psnr  # noqa: E402
 from emcore.methods.pca import denoise_pca  # noqa: E402
 from emcore.methods.wiener import denoise_wiener  # noqa: E402
-from emcore.metrics import psnr  # noqa: E402
-from emcore.simulate import three_phase_cube  # noqa: E402
+from emcore.sim.eds import three_phase_cube  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 

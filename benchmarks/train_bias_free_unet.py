@@ -6,7 +6,7 @@ filter applied to the input, ``f(x) = J(x) x`` (Mohan et al., ICLR 2020): what t
 al. (IEEE TCI 2022) studied their TEM denoisers. The biased UNet shipped for denoising sets
 part of its output with its own constants, which no filter shows.
 
-Two stages, both on the workbench's own HRTEM phantoms (``emcore.sbd.SimulatedPairs``,
+Two stages, both on the workbench's own HRTEM phantoms (``emcore.train.simulated.SimulatedPairs``,
 fresh Poisson or Poisson–Gaussian noise per patch), batches of 4 patches of 128², Adam with
 a cosine schedule, seed 2:
 
@@ -34,8 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def stage(net, dose_range, lr, steps, seconds, device, checkpoints):
-    from emcore.sbd import SimulatedPairs
-    from emcore.training import MSELoss, TrainConfig, train
+    from emcore.train.config import TrainConfig
+    from emcore.train.loop import train
+    from emcore.train.losses import MSELoss
+    from emcore.train.simulated import SimulatedPairs
 
     source = SimulatedPairs(dose_range=dose_range, noise="mixed", n_val=8)
     config = TrainConfig(steps=steps, max_seconds=seconds, batch_size=4, patch_size=128, lr=lr, schedule="cosine",
@@ -51,7 +53,7 @@ def stage(net, dose_range, lr, steps, seconds, device, checkpoints):
 def main(argv=None) -> int:
     import models
     from emcore.methods.supervised import load_network, started_from_card
-    from emcore.training import save_weights
+    from emcore.train.weights import save_weights
     from models.dncnn import freeze_bias_free_norms, load_without_constants
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -78,10 +80,10 @@ def main(argv=None) -> int:
         "model": "unet", "config": net.config(), "stages": stages,
         "steps": sum(s["steps"] for s in stages),
         "validation_psnr_db": stages[-1]["validation_psnr_db"],
-        "data": "emcore.simulate HRTEM phantoms, mixed Poisson / Poisson–Gaussian noise "
+        "data": "emcore.sim HRTEM phantoms, mixed Poisson / Poisson–Gaussian noise "
                 "(stage 1: 0.3–20 e⁻/px, stage 2: 0.2–3 e⁻/px)",
         "dose_range": [0.2, 20.0], "noise": "mixed", "seed": 2, "batch": 4, "patch": 128,
-        "input_normalisation": "divide by the image mean (emcore.sbd.normalise)",
+        "input_normalisation": "divide by the image mean (emcore.train.simulated.normalise)",
         "started_from": started_from_card("unet", converted=True),
     }
     out = Path(args.out)

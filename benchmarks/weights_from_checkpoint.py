@@ -6,7 +6,7 @@ model, the step, the training history and the configuration. The card records th
 the command of the run (given with ``--command``), and says that the run was stopped.
 
     .venv/bin/python benchmarks/weights_from_checkpoint.py runs/unet32/best.pt --out W.pt \\
-        --command "python -m emcore train unet ..." --data "emcore.simulate HRTEM phantoms ..."
+        --command "python -m emcore train unet ..." --data "emcore.sim HRTEM phantoms ..."
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv=None) -> int:
     import models
-    from emcore.training import CHECKPOINT_FORMAT, _read_dict, save_weights
+    from emcore.train.loop import CHECKPOINT_FORMAT
+    from emcore.train.weights import _read_dict, save_weights
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint")
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
         "dose_range": list(args.dose) if args.dose else None, "noise": args.noise, "seed": cfg["seed"],
         "batch": ck["batch_size"], "patch": ck["patch_size"], "lr": cfg["lr"],
         "validation_psnr_db": best_psnr, "device": cfg["device"], "seconds": round(float(ck["seconds"]), 1),
-        "data": args.data, "input_normalisation": "divide by the image mean (emcore.sbd.normalise)",
+        "data": args.data, "input_normalisation": "divide by the image mean (emcore.train.simulated.normalise)",
     }
     out = save_weights(model, args.out, card)
     Path(str(out) + ".json").write_text(json.dumps(card, indent=2, default=float))

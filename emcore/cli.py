@@ -11,11 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import EmcoreError
+from emcore.errors import EmcoreError
 
 
 def _cmd_info(args) -> int:
-    from . import io
+    from emcore import io
 
     ds = io.load(args.path, kind=args.kind, haadf=args.haadf, signal=args.signal)
     info = ds.summary()
@@ -49,12 +49,12 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_simulate(args) -> int:
-    from . import io, simulate
+    from emcore import io, sim
 
     kwargs = {"seed": args.seed, "dose": args.dose}
     if args.size is not None:
         kwargs["size"] = args.size
-    ds = simulate.example(args.example, **kwargs)
+    ds = sim.example(args.example, **kwargs)
     out = Path(args.out)
     written = io.save_with_companions(ds, out)
     print(json.dumps({"example": args.example, "kind": ds.kind, "shape": list(ds.data.shape),
@@ -64,7 +64,7 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_methods(args) -> int:
-    from .registry import methods
+    from emcore.methods.registry import methods
 
     ms = methods()
     if args.json:
@@ -92,8 +92,8 @@ def _parse_sets(pairs: list[str]) -> dict:
 
 
 def _cmd_denoise(args) -> int:
-    from . import io
-    from .registry import denoise, get_method
+    from emcore import io
+    from emcore.methods.registry import denoise, get_method
 
     method = get_method(args.method)  # unknown method: exit 2 before reading anything
     params = _parse_sets(args.set)
@@ -123,13 +123,13 @@ def _cmd_denoise(args) -> int:
 def _cmd_train(args) -> int:
     import shlex
 
-    from .methods.supervised import TrainingPlan, train_network
+    from emcore.methods.supervised import TrainingPlan, train_network
 
     dataset = clean = None
     if args.source in ("frames", "pairs"):
         if not args.data:
             raise EmcoreError(f"--source {args.source} trains on your data: give it with --data FILE.")
-        from . import io
+        from emcore import io
 
         dataset = io.load(args.data, kind=args.kind)
         if args.clean:
@@ -173,7 +173,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from .bench import run_bench
+    from emcore.evaluate.bench import run_bench
 
     run_bench(quick=args.quick, methods=args.methods, out=sys.stdout)
     return 0

@@ -37,3 +37,7 @@ class TooLargeError(EmcoreError):
         self.nbytes = int(nbytes)
         self.max_bytes = int(max_bytes)
         self.suggestion = dict(suggestion)
+
+
+class Stopped(EmcoreError):
+    """The user asked a running method or training to stop."""

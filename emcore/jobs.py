@@ -20,8 +20,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import EmcoreError
-from .progress import Progress
+from emcore.errors import EmcoreError
+from emcore.progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dataset import Calibration
-from .errors import EmcoreError
+from emcore.data.dataset import Calibration
+from emcore.errors import EmcoreError
 
 FWHM_MNKA_EV = 130.0
 WINDOW_FWHM = 2.0

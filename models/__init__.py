@@ -16,10 +16,16 @@ Every model class listed in ``__all__`` follows one contract, checked for all of
   backticks) including the default config, and the default receptive field in px.
 """
 
-from .dncnn import BiasFreeBatchNorm2d as BiasFreeBatchNorm2d  # building block, not a model
-from .dcae3d import DCAE3D as DCAE3D  # 3-D [B, C, E, H, W]: outside the 2-D contract list below
+from .dcae3d import (
+    DCAE3D as DCAE3D,  # 3-D [B, C, E, H, W]: outside the 2-D contract list below
+)
+from .dncnn import (
+    BiasFreeBatchNorm2d as BiasFreeBatchNorm2d,  # building block, not a model
+)
 from .dncnn import DnCNN
-from .noise2sr import Noise2SR as Noise2SR  # output is s× the input: outside the size contract
+from .noise2sr import (
+    Noise2SR as Noise2SR,  # output is s× the input: outside the size contract
+)
 from .unet import UNet
 
 # Models only: the contract test is parametrised over this list.

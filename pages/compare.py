@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from emcore import EmcoreError, evaluate, jacobian, spectral
-from emcore.display import energy_window_map, summed_spectrum
-from emcore.metrics import EXPLANATIONS
-from emcore.profiles import line_profile
+from emcore import EmcoreError, spectral
+from emcore.data.display import energy_window_map, summed_spectrum
+from emcore.evaluate import filter_view, validation
+from emcore.evaluate.profiles import line_profile
+from emcore.evaluate.reference import EXPLANATIONS
 from pages import ui
 
 ui.sidebar_status()
@@ -52,7 +53,7 @@ st.subheader("Runs")
 for r in runs:
     key = ("ref", tuple(lines))
     if key not in r["metrics_cache"]:
-        r["metrics_cache"][key] = evaluate.reference_metrics(ds, r["data"], lines)
+        r["metrics_cache"][key] = validation.reference_metrics(ds, r["data"], lines)
     r["metrics"] = dict(r["metrics_cache"][key])
 table = pd.DataFrame([
     {"result": r["label"], "method": r["method"],
@@ -65,7 +66,7 @@ if ds.ground_truth is not None:
     st.caption("PSNR / SSIM: " + EXPLANATIONS["psnr"] + " " + EXPLANATIONS["ssim"])
 
 labels = [r["label"] for r in runs]
-network_runs = [r for r in runs if jacobian.supports_filter(r["artifacts"])]
+network_runs = [r for r in runs if filter_view.supports_filter(r["artifacts"])]
 chosen = st.multiselect("Results to view", labels, default=labels[-2:], key="compare_chosen")
 picked = [r for r in runs if r["label"] in chosen]
 
@@ -216,7 +217,7 @@ st.subheader("What is the network looking at?")
 if not network_runs:
     st.info("This view shows, for a result of a trained network, the filter it applies at a pixel you choose "
             f"(the gradient of that output pixel with respect to the input). It works on results of "
-            f"{jacobian.supported_text()}; none of the results for this dataset comes from a network yet.")
+            f"{filter_view.supported_text()}; none of the results for this dataset comes from a network yet.")
 else:
     ss = st.session_state
     names = [r["label"] for r in runs]
@@ -236,16 +237,16 @@ else:
     st.caption("Pick a pixel by row and column, or choose 'the pixel to inspect' above the images and click one. "
                + ("The filter is taken at the energy shown in the viewer. " if ds.kind == "cube" else "")
                + ("It is taken on the frame shown in the viewer. " if ds.kind == "stack" else ""))
-    if not jacobian.supports_filter(entry_j["artifacts"]):
+    if not filter_view.supports_filter(entry_j["artifacts"]):
         st.info(f"{target} comes from {entry_j['method']}, which has no trained network to inspect; this view works "
-                f"on results of {jacobian.supported_text()}.")
+                f"on results of {filter_view.supported_text()}.")
     elif go_j:
         energy_j = view_state.get("channel") if ds.kind == "cube" else None
         frame_j = int(view_state.get("frame", 0)) if ds.kind == "stack" else None
         data_j = ds.data[frame_j] if frame_j is not None else ds.data
         try:
             with st.spinner("Following the network back from the pixel…"):
-                filt = jacobian.pixel_filter(entry_j["artifacts"], data_j, row_j, col_j, energy=energy_j,
+                filt = filter_view.pixel_filter(entry_j["artifacts"], data_j, row_j, col_j, energy=energy_j,
                                              method=entry_j["method"])
             ss["jac_filter"] = {"uid": ui.result_uid(entry_j), "token": ss.dataset_token, "filter": filt,
                                 "frame": frame_j, "n": ss.get("jac_count", 0) + 1}
@@ -254,7 +255,7 @@ else:
             ui.show_error(str(err))
     saved_j = ss.get("jac_filter")
     if (saved_j and saved_j["token"] == ss.dataset_token and saved_j["uid"] == ui.result_uid(entry_j)
-            and jacobian.supports_filter(entry_j["artifacts"])):
+            and filter_view.supports_filter(entry_j["artifacts"])):
         filt = saved_j["filter"]
         summed_j = False
         if filt.summed is not None:
@@ -263,7 +264,7 @@ else:
                                       "every input energy (how much each input pixel counts).")
         m1, m2, m3, m4 = st.columns(4)
         wsum = filt.summed_weight_sum if summed_j else filt.weight_sum
-        summary = jacobian.filter_summary(filt.summed) if summed_j else {
+        summary = filter_view.filter_summary(filt.summed) if summed_j else {
             "effective_diameter": filt.effective_diameter, "participation": filt.participation}
         m1.metric("Sum of the weights", f"{wsum:.3f}", help="About 1 for a filter that keeps the local brightness.")
         m2.metric("Effective size", f"{summary['effective_diameter']:.0f} px",
@@ -274,7 +275,7 @@ else:
         st.plotly_chart(ui.memo(("filter", saved_j["n"], summed_j), lambda: ui.filter_figure(filt, summed=summed_j)),
                         key="jac_figure")
         where_j = f" (frame {saved_j['frame']})" if saved_j.get("frame") is not None else ""
-        st.markdown(jacobian.describe_filter(filt, cal.pixel_size, cal.pixel_unit, summed=summed_j) + where_j)
+        st.markdown(filter_view.describe_filter(filt, cal.pixel_size, cal.pixel_unit, summed=summed_j) + where_j)
         if filt.spectral is not None:
             st.plotly_chart(ui.spectral_weights_figure(ds.energy_axis(), filt.spectral, cal.energy_unit),
                             key="jac_spectral")
@@ -287,7 +288,7 @@ model = None
 noise_memo = ui.derived()
 if "noise_model" not in noise_memo:  # a blind estimate scans the data: once per dataset
     try:
-        noise_memo["noise_model"] = evaluate.noise_model_of(ds)
+        noise_memo["noise_model"] = validation.noise_model_of(ds)
     except EmcoreError as err:
         noise_memo["noise_model"] = str(err)
 if isinstance(noise_memo["noise_model"], str):
@@ -300,7 +301,7 @@ if model is not None and picked:
     for r in picked:
         key = ("residual",)
         if key not in r["metrics_cache"]:
-            r["metrics_cache"][key] = evaluate.residual_report(ds, r["data"], model)
+            r["metrics_cache"][key] = validation.residual_report(ds, r["data"], model)
         rep = r["metrics_cache"][key]
         rep_rows.append({"result": r["label"], "mean": round(rep.mean, 3), "variance": round(rep.variance, 3),
                          "lag-1 autocorr. (rows)": round(rep.autocorr_row, 3),
@@ -313,22 +314,22 @@ if model is not None and picked:
 
 val_runs = {r["label"]: (r["method"], r["requested"]) for r in picked}
 if "has_counts" not in noise_memo:  # counts_of materialises the counts: once per dataset
-    noise_memo["has_counts"] = evaluate.counts_of(ds) is not None
+    noise_memo["has_counts"] = validation.counts_of(ds) is not None
 if noise_memo["has_counts"]:
     st.markdown(f"**Count-split validation.** {EXPLANATIONS['count_split']}")
     if st.button("Run count-split validation on the selected results", key="btn_countsplit"):
         bar = st.progress(0.0)
         try:
-            out = evaluate.count_split_validation(ds, val_runs, progress=lambda i, n, t: bar.progress(i / n, text=t))
+            out = validation.count_split_validation(ds, val_runs, progress=lambda i, n, t: bar.progress(i / n, text=t))
             st.session_state["countsplit"] = (st.session_state.dataset_token, out)
         except EmcoreError as err:
             ui.show_error(str(err))
         bar.empty()
     if ds.kind == "image" and picked and st.button("Fourier ring correlation of the two halves", key="btn_frc"):
         try:
-            curves = {"no denoising": evaluate.count_split_frc(ds, "none", {})}
+            curves = {"no denoising": validation.count_split_frc(ds, "none", {})}
             for r in picked:
-                curves[r["label"]] = evaluate.count_split_frc(ds, r["method"], r["requested"])
+                curves[r["label"]] = validation.count_split_frc(ds, r["method"], r["requested"])
             st.session_state["frc"] = (st.session_state.dataset_token, curves)
         except EmcoreError as err:
             ui.show_error(str(err))
@@ -336,7 +337,7 @@ elif ds.kind == "stack":
     st.markdown(f"**Frame-pair validation.** {EXPLANATIONS['frame_pair']}")
     if st.button("Run frame-pair validation on the selected results", key="btn_framepair"):
         try:
-            st.session_state["countsplit"] = (st.session_state.dataset_token, evaluate.frame_pair_validation(ds, val_runs))
+            st.session_state["countsplit"] = (st.session_state.dataset_token, validation.frame_pair_validation(ds, val_runs))
         except EmcoreError as err:
             ui.show_error(str(err))
 else:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from emcore import EmcoreError, TooLargeError, io, simulate
-from emcore.display import energy_window_map, summed_spectrum
+from emcore import EmcoreError, TooLargeError, io, sim
+from emcore.data.display import energy_window_map, summed_spectrum
 from pages import ui
 
 ACQ_LABELS = {"voltage_kv": "Beam voltage (kV)", "dwell_time_s": "Dwell time (s)", "live_time_s": "Live time (s)",
@@ -22,7 +22,7 @@ source = st.radio("Source", ["Built-in example", "Upload a file"], horizontal=Tr
 
 # -- choose / load -----------------------------------------------------------------
 if source == "Built-in example":
-    names = list(simulate.EXAMPLES)
+    names = list(sim.EXAMPLES)
     origin = st.session_state.get("dataset_origin")
     current = origin[1] if origin and origin[0] == "example" else ui.DEFAULT_EXAMPLE
     c1, c2, c3 = st.columns([2, 3, 1])
@@ -30,10 +30,10 @@ if source == "Built-in example":
         "Example",
         names,
         index=names.index(current),
-        format_func=lambda n: simulate.EXAMPLES[n].label,
+        format_func=lambda n: sim.EXAMPLES[n].label,
         key="example_name",
     )
-    info = simulate.EXAMPLES[name]
+    info = sim.EXAMPLES[name]
     # Log-spaced dose steps: low-dose work spans three decades.
     doses = sorted({float(f"{d:.3g}") for d in np.geomspace(info.dose_min, info.dose_max, 25)} | {float(info.dose_default)})
     dose = c2.select_slider(info.dose_label, options=doses, value=float(info.dose_default), key=f"dose_{name}")

@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from emcore.registry import denoise, methods, methods_for
+from emcore.methods.registry import denoise, methods, methods_for
 from pages import ui
 
 ui.sidebar_status()
@@ -67,7 +67,7 @@ else:
 
 blocked = False
 if m.name == "bm3d" and ds.kind == "cube":
-    from emcore.methods.bm3d_method import estimate_bm3d_seconds
+    from emcore.methods.bm3d import estimate_bm3d_seconds
 
     secs = estimate_bm3d_seconds(ds.data.shape, kind="cube", bin_energy=values.get("bin_energy") or 1)
     if secs > 60:

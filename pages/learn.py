@@ -6,11 +6,11 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from emcore import learn_text, simulate
-from emcore.display import energy_window_map
-from emcore.metrics import EXPLANATIONS, psnr
-from emcore.noise import Poisson
-from emcore.registry import methods
+from emcore import learn, sim
+from emcore.data.display import energy_window_map
+from emcore.evaluate.reference import EXPLANATIONS, psnr
+from emcore.methods.registry import methods
+from emcore.noise.models import Poisson
 from pages import ui
 
 ui.sidebar_status()
@@ -36,7 +36,7 @@ st.caption(
 
 @st.cache_resource(show_spinner=False)
 def _phantom() -> np.ndarray:
-    return simulate.hrem_phantom((256, 256), rng=np.random.default_rng(7))
+    return sim.hrem_phantom((256, 256), rng=np.random.default_rng(7))
 
 
 clean = _phantom()
@@ -72,10 +72,10 @@ def _row(panels, height=300, colorscales=None) -> go.Figure:
 
 @st.cache_resource(show_spinner="Preparing the examples…")
 def _figure(name: str) -> go.Figure:
-    clean_x, noisy_x = learn_text.example_image()
+    clean_x, noisy_x = learn.example_image()
     if name == "bm3d":
         block = 12
-        matches, tiles, mean = learn_text.block_group(noisy_x, (47, 46), block=block, n=8)
+        matches, tiles, mean = learn.block_group(noisy_x, (47, 46), block=block, n=8)
         r0, c0 = matches[0]
         fig = _row([("Noisy example, 20 e⁻/px", noisy_x), ("The group of 8 matched blocks", tiles),
                     ("Their average", mean), ("The clean block (unknown in practice)",
@@ -85,17 +85,17 @@ def _figure(name: str) -> go.Figure:
                           line=dict(color="limegreen" if k == 0 else "orange", width=2), row=1, col=1)
         return fig
     if name == "wiener":
-        from emcore.dataset import Dataset
-        from emcore.registry import denoise
+        from emcore.data.dataset import Dataset
+        from emcore.methods.registry import denoise
 
-        ds = Dataset(data=noisy_x, kind="image", noise=Poisson(learn_text.EXAMPLE_DOSE), name="Learn example")
+        ds = Dataset(data=noisy_x, kind="image", noise=Poisson(learn.EXAMPLE_DOSE), name="Learn example")
         out = denoise(ds, "wiener").data
-        return _row([("Noisy, 20 e⁻/px", noisy_x), ("Power spectrum (log)", learn_text.power_spectrum(noisy_x)),
+        return _row([("Noisy, 20 e⁻/px", noisy_x), ("Power spectrum (log)", learn.power_spectrum(noisy_x)),
                      (f"Wiener result — PSNR {psnr(out, clean_x):.1f} dB", out)], colorscales={1: "magma"})
     if name in ("pca", "dcae3d"):
         from emcore import spectral
 
-        ds = learn_text.spectrum_example()
+        ds = learn.spectrum_example()
         e = ds.energy_axis()
         if name == "pca":
             from emcore.methods.pca import denoise_pca
@@ -141,15 +141,15 @@ def _figure(name: str) -> go.Figure:
         return _row([("Noisy input (20 e⁻/px)", noisy_x), ("Clean target", clean_x),
                      ("Noise = input − target", noisy_x - clean_x)], colorscales={2: "RdBu_r"})
     if name == "unet":
-        views = learn_text.unet_views(noisy_x, 4)
+        views = learn.unet_views(noisy_x, 4)
         return _row([(f"1/{2 ** i} resolution" if i else "Full resolution", v) for i, v in enumerate(views)], height=260)
     zoom = np.s_[36:68, 36:68]  # 32×32 px around an atomic column, so single pixels show
     if name == "noise2self":
-        mask, masked = learn_text.noise2self_views(noisy_x)
+        mask, masked = learn.noise2self_views(noisy_x)
         return _row([("Noisy image (32×32 px)", noisy_x[zoom]), ("Hidden pixels (1 in 4×4)", mask[zoom]),
                      ("Network input", masked[zoom])])
     if name == "noise2sr":
-        low, mask = learn_text.noise2sr_views(noisy_x[zoom])
+        low, mask = learn.noise2sr_views(noisy_x[zoom])
         return _row([("Noisy image (32×32 px)", noisy_x[zoom]), ("Input: 1 random pixel per 2×2 cell", low),
                      ("Loss on the pixels not fed in", mask)])
     raise KeyError(name)
@@ -165,8 +165,8 @@ st.markdown(
     "the built-in examples."
 )
 registered = {m.name: m for m in methods()}
-for name in learn_text.METHOD_ORDER:
-    lesson = learn_text.LESSONS[name]
+for name in learn.METHOD_ORDER:
+    lesson = learn.LESSONS[name]
     m = registered.get(name)
     label = m.label if m is not None else lesson.label
     family = m.kind if m is not None else lesson.family

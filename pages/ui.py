@@ -13,9 +13,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from emcore import EmcoreError, simulate
-from emcore.dataset import Dataset
-from emcore.display import contrast_limits, downsample_for_display
+from emcore import EmcoreError, sim
+from emcore.data.dataset import Dataset
+from emcore.data.display import contrast_limits, downsample_for_display
 
 DEFAULT_EXAMPLE = "hrem"
 MAX_RESULTS = 12
@@ -29,7 +29,7 @@ def init_state() -> None:
         ss.dataset = None
         ss.dataset_token = 0
         ss.dataset_origin = None
-        info = simulate.EXAMPLES[DEFAULT_EXAMPLE]
+        info = sim.EXAMPLES[DEFAULT_EXAMPLE]
         try:
             set_dataset(load_example(DEFAULT_EXAMPLE, 0, float(info.dose_default)), ("example", DEFAULT_EXAMPLE, 0, float(info.dose_default)))
         except EmcoreError as err:  # pragma: no cover - the simulator has no user input here
@@ -75,7 +75,7 @@ def load_example(name: str, seed: int, dose: float) -> Dataset:
 
     Returned datasets are treated as read-only by every page.
     """
-    return simulate.example(name, seed=seed, dose=dose)
+    return sim.example(name, seed=seed, dose=dose)
 
 
 # -- figures ---------------------------------------------------------------------------
@@ -146,7 +146,7 @@ def spectrum_figure(
 
 def noise_text(ds: Dataset, model=None) -> str:
     """How to name a dataset's noise model: raw counts are Poisson with no dose to speak of."""
-    from emcore.noise import Poisson
+    from emcore.noise.models import Poisson
 
     model = model if model is not None else ds.noise
     if model is None and ds.is_counts:
@@ -316,7 +316,7 @@ def jobs():
 
 def collect_finished_jobs() -> list[str]:
     """Move results of this session's finished jobs into the run history; return messages to show."""
-    from emcore.registry import DenoiseResult
+    from emcore.methods.registry import DenoiseResult
 
     notes = []
     for job in jobs().jobs_for(owner_id()):
@@ -346,7 +346,7 @@ def results_for_current() -> list[dict]:
 
 
 def add_result(res, requested: dict | None = None, label: str | None = None, token: int | None = None) -> dict:
-    """Store a :class:`emcore.registry.DenoiseResult` for the dataset ``token`` (default: the current one)."""
+    """Store a :class:`emcore.methods.registry.DenoiseResult` for the dataset ``token`` (default: the current one)."""
     runs = results()
     token = st.session_state.dataset_token if token is None else token
     n = 1 + sum(r["method"] == res.method for r in runs if r["dataset_token"] == token)
@@ -491,7 +491,7 @@ def result_bytes(ds: Dataset, entry: dict, ext: str) -> bytes:
 
 
 def report_html(ds: Dataset, runs: list[dict], **kwargs) -> str:
-    from emcore.report import build_report
+    from emcore.evaluate.report import build_report
 
     return build_report(ds, runs, **kwargs)
 
@@ -528,7 +528,7 @@ def memo(key: tuple, build, max_entries: int = 4):
 def filter_figure(f, *, summed: bool = False, height: int = 380) -> go.Figure:
     """Input window (grey) and the network's filter there (symmetric red/blue), pixel marked.
 
-    ``f`` is an :class:`emcore.jacobian.PixelFilter`; ``summed`` shows, for spectrum images,
+    ``f`` is an :class:`emcore.evaluate.filter_view.PixelFilter`; ``summed`` shows, for spectrum images,
     the filter summed over all input energies.
     """
     weights = f.summed if summed and f.summed is not None else f.weights

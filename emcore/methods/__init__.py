@@ -1,10 +1,16 @@
-"""Denoising methods: plain array functions, and their registry entries.
+"""Denoising methods: one module per method, each holding its array function and its
+registry entry (:func:`emcore.methods.registry.register`).
 
-Importing this package registers the built-in methods (see :mod:`emcore.registry`). A new
-method adds one module with a ``register(Method(...))`` entry and one import line here.
+Importing this package (which importing :mod:`emcore.methods.registry` does first) registers
+the built-in methods, in the order the app and CLI list them.
 """
 
-from . import classical  # noqa: F401  (registers bm3d, wiener, pca)
-from . import supervised  # noqa: F401  (registers dncnn, unet)
-from . import self_supervised  # noqa: F401  (registers noise2sr, noise2self)
-from . import dcae3d  # noqa: F401  (registers dcae3d)
+# isort: off
+from emcore.methods import bm3d  # noqa: F401
+from emcore.methods import wiener  # noqa: F401
+from emcore.methods import pca  # noqa: F401
+from emcore.methods import supervised  # noqa: F401  (dncnn, unet)
+from emcore.methods import noise2sr  # noqa: F401
+from emcore.methods import noise2self  # noqa: F401
+from emcore.methods import dcae3d  # noqa: F401
+# isort: on

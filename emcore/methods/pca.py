@@ -26,8 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from ..errors import EmcoreError
-from ..progress import ProgressFn, report as _report
+from emcore.data.dataset import Dataset
+from emcore.errors import EmcoreError
+from emcore.methods.registry import Method, Param, RunContext, register
+from emcore.progress import ProgressFn
+from emcore.progress import report as _report
 
 __all__ = ["PCAInfo", "denoise_pca", "estimate_n_components"]
 
@@ -358,3 +361,37 @@ def denoise_pca(
         auto=auto,
     )
     return out.reshape(h, w, e), info
+
+
+
+# -- PCA -------------------------------------------------------------------------------
+def _run_pca(ds: Dataset, params: dict, ctx: RunContext) -> np.ndarray:
+    from emcore.methods.pca import denoise_pca
+
+    out, info = denoise_pca(ds.data, n_components=params["n_components"], poisson=params["poisson"],
+                            progress=ctx.progress)
+    ctx.resolved["n_components"] = int(info.n_components)
+    how = "chosen from the scree curve" if info.auto else "given"
+    ctx.log.append(f"{info.n_components} components kept ({how}).")
+    return out
+
+
+register(Method(
+    name="pca",
+    label="PCA (Poisson-weighted)",
+    description="Keeps the few spectral components that carry signal in a spectrum image, "
+                "after weighting for Poisson noise (as HyperSpy's decomposition).",
+    kind="classical",
+    accepts=("cube",),
+    params=(
+        Param("n_components", "int", None, auto=True, min=1, max=200, label="Components",
+              help="How many components to keep; chosen from the scree curve when unset."),
+        Param("poisson", "bool", True, label="Poisson weighting",
+              help="Weight by 1/√(mean counts) per pixel and per channel before the SVD (Keenan & Kotula 2004). "
+                   "Turn off for data that are not counts."),
+    ),
+    run=_run_pca,
+    details="The pixels × channels matrix is scaled so that Poisson noise becomes roughly uniform, "
+            "decomposed by SVD, truncated to the components above the noise (Gavish–Donoho threshold, "
+            "capped by HyperSpy's scree elbow) and reconstructed.",
+))

@@ -5,12 +5,12 @@ by ``benchmarks/train_shipped_weights.sh``: DnCNN on the workbench's phantoms, U
 abTEM multislice set of ``benchmarks/make_abtem_set.py``; their JSON cards say how) or a weights file the
 user trained — in the app, from the CLI (``python -m emcore train``) or with
 :func:`train_network`. Images are divided by their mean before the network and multiplied
-back after (:func:`emcore.sbd.normalise`), as in training, so one set of weights serves data
-on any intensity scale. Large images go through :func:`emcore.training.tiled_apply`
+back after (:func:`emcore.train.simulated.normalise`), as in training, so one set of weights serves data
+on any intensity scale. Large images go through :func:`emcore.methods.tiling.tiled_apply`
 (400-px tiles every 350 px by default, after Mohan et al. 2022).
 
 :func:`train_network` is the one entry point for the three ways of training these models:
-``"simulated"`` pairs made on the fly by :mod:`emcore.simulate` (simulation-based
+``"simulated"`` pairs made on the fly by :mod:`emcore.sim` (simulation-based
 denoising, Mohan et al. 2022), ``"frames"`` — Noise2Noise from two registered frames of the
 user's stack (Lehtinen et al., ICML 2018) — and ``"pairs"`` — the user's noisy and clean
 images.
@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from ..dataset import Dataset
-from ..errors import EmcoreError
-from ..progress import ProgressFn, StopFn
-from ..registry import Method, Param, RunContext, register
+from emcore.data.dataset import Dataset
+from emcore.errors import EmcoreError
+from emcore.methods.registry import Method, Param, RunContext, register
+from emcore.progress import ProgressFn, StopFn
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 # The UNet trained on the abTEM multislice set generalised better to the reference Pt/CeO2
@@ -73,7 +73,7 @@ def weights_card(name: str, weights: str | os.PathLike | None = None) -> dict:
 
 
 def _load(name: str, weights: str | os.PathLike | None):
-    from ..training import load_weights, read_weights
+    from emcore.train.weights import load_weights, read_weights
 
     path = Path(weights) if weights else SHIPPED[name]
     if path in (SHIPPED[name], SHIPPED_BIAS_FREE.get(name)) and not path.is_file():
@@ -132,8 +132,8 @@ def _multiple(model) -> int:
 def _run_supervised(ds: Dataset, params: dict, ctx: RunContext, name: str) -> np.ndarray:
     import torch
 
-    from ..sbd import normalise
-    from ..training import tiled_apply
+    from emcore.methods.tiling import tiled_apply
+    from emcore.train.simulated import normalise
 
     weights = params.get("weights") or shipped_path(name, params.get("shipped", "standard"))
     net = load_network(name, weights)
@@ -181,7 +181,7 @@ def _device_copy(net, device):
 def _frame_progress(progress: ProgressFn | None, i: int, n: int) -> ProgressFn | None:
     if progress is None:
         return None
-    from ..progress import Progress
+    from emcore.progress import Progress
 
     def inner(p: Progress) -> None:
         total = n * max(p.total, 1)
@@ -257,11 +257,11 @@ class TrainingPlan:
     model : {"dncnn", "unet"}
     source : {"simulated", "physics", "frames", "pairs"}
         HRTEM phantoms simulated on the fly; the cached abTEM multislice set
-        (:mod:`emcore.physics_set`, made by ``benchmarks/make_abtem_set.py``) at ``cache``;
+        (:mod:`emcore.train.physics_set`, made by ``benchmarks/make_abtem_set.py``) at ``cache``;
         Noise2Noise from the frames of the dataset (a stack); or the dataset and its clean
         counterpart (the ground truth, or a clean file).
     steps, max_seconds, batch_size, patch_size, lr, seed, device
-        Training budget and settings (see :class:`emcore.training.TrainConfig`).
+        Training budget and settings (see :class:`emcore.train.config.TrainConfig`).
     dose_min, dose_max, noise
         Simulated pairs only: dose range (e⁻/px) and noise model.
     scales, base, depth, width, bias_free
@@ -335,15 +335,15 @@ class TrainedNetwork:
 
     path: Path
     card: dict
-    result: Any  # emcore.training.TrainResult
+    result: Any  # emcore.train.TrainResult
 
 
 def _source_for(plan: TrainingPlan, dataset: Dataset | None, clean: np.ndarray | None):
-    from ..pairs import FramePairs, ImagePairs
-    from ..sbd import SimulatedPairs
+    from emcore.train.pairs import FramePairs, ImagePairs
+    from emcore.train.simulated import SimulatedPairs
 
     if plan.source == "physics":
-        from ..physics_set import DEFAULT_CACHE, CachedPairs
+        from emcore.train.physics_set import DEFAULT_CACHE, CachedPairs
 
         path = plan.cache or DEFAULT_CACHE
         src = CachedPairs(path=path, dose_range=(plan.dose_min, plan.dose_max), noise=plan.noise, n_val=plan.val_patches)
@@ -351,7 +351,7 @@ def _source_for(plan: TrainingPlan, dataset: Dataset | None, clean: np.ndarray |
                      f"{plan.noise} noise")
     if plan.source == "simulated":
         return SimulatedPairs(dose_range=(plan.dose_min, plan.dose_max), noise=plan.noise, n_val=plan.val_patches), \
-            f"emcore.simulate HRTEM phantoms, {plan.dose_min:g}–{plan.dose_max:g} e⁻/px, {plan.noise} noise"
+            f"emcore.sim HRTEM phantoms, {plan.dose_min:g}–{plan.dose_max:g} e⁻/px, {plan.noise} noise"
     if dataset is None:
         raise EmcoreError("Load a dataset first: training on your own data needs one (or train on simulated images).")
     if dataset.kind == "cube":
@@ -410,9 +410,12 @@ def train_network(
     -------
     TrainedNetwork
         ``path`` of the weights, the ``card`` (also written to ``<path>.json``) and the
-        :class:`emcore.training.TrainResult` (``status`` "done", "stopped" or "diverged").
+        :class:`emcore.train.TrainResult` (``status`` "done", "stopped" or "diverged").
     """
-    from ..training import MSELoss, TrainConfig, save_weights, train
+    from emcore.train.config import TrainConfig
+    from emcore.train.loop import train
+    from emcore.train.losses import MSELoss
+    from emcore.train.weights import save_weights
 
     source, what = _source_for(plan, dataset, clean)
     model = plan.build()
@@ -450,7 +453,7 @@ def train_network(
         "noise": plan.noise if plan.source in ("simulated", "physics") else None, "seed": plan.seed,
         "batch": result.batch_size, "patch": result.patch_size, "lr": plan.lr,
         "validation_psnr_db": best_psnr, "device": result.device, "seconds": round(result.seconds, 1),
-        "data": what, "input_normalisation": "divide by the image mean (emcore.sbd.normalise)",
+        "data": what, "input_normalisation": "divide by the image mean (emcore.train.simulated.normalise)",
         "started_from": started_from,
     }
     path = Path(out) if out else Path(tempfile.mkdtemp(prefix="emcore-weights-")) / f"{plan.model}.pt"
@@ -464,12 +467,12 @@ def train_and_denoise(plan: TrainingPlan, dataset: Dataset, *, clean: np.ndarray
                       overlap: int = 50):
     """Train as :func:`train_network`, then denoise ``dataset`` with the new weights.
 
-    Returns the :class:`~emcore.registry.DenoiseResult`; its log says how training went and
+    Returns the :class:`~emcore.methods.registry.DenoiseResult`; its log says how training went and
     its artifacts hold the weights path (``"weights_path"``), the card and the training
     history (``"training"``). A stopped or diverged run still gives a result from the best
     weights reached.
     """
-    from ..registry import denoise
+    from emcore.methods.registry import denoise
 
     trained = train_network(plan, dataset, clean=clean, progress=progress, should_stop=should_stop)
     r = trained.result

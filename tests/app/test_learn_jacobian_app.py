@@ -3,7 +3,6 @@ view, on results injected with a known network function (a fixed convolution).""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch

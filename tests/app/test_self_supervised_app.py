@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.app.apptest import finished_job, open_app
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks (see conftest)
 

@@ -1,0 +1,180 @@
+"""Scoring results against a dataset: with a ground truth, and without one.
+
+The Compare page and the benchmark call these; each returns plain numbers (and, for the
+residual check, a map) so the UI only renders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from emcore.data.dataset import Dataset
+from emcore.errors import EmcoreError
+from emcore.evaluate.count_split import count_split, count_split_error, rank_runs
+from emcore.evaluate.frame_pairs import frame_pair_error
+from emcore.evaluate.frc import fourier_ring_correlation, frc_resolution
+from emcore.evaluate.reference import psnr, ssim
+from emcore.evaluate.residuals import residual_checks
+from emcore.noise.models import Poisson
+
+_SLICE_AXIS = {"image": 0, "stack": 0, "cube": 2}
+
+
+def reference_metrics(ds: Dataset, result: np.ndarray, lines: Sequence[str] = ()) -> dict[str, float]:
+    """PSNR and SSIM against the ground truth (data range = ground truth max − min).
+
+    For cubes SSIM is the mean over energy slices, and each X-ray line in ``lines`` adds the
+    PSNR of its element map (``psnr_<line>``).
+    """
+    if ds.ground_truth is None:
+        return {}
+    _check_shape(ds, result)
+    out = {"psnr": psnr(result, ds.ground_truth)}
+    gt_range = float(ds.ground_truth.max() - ds.ground_truth.min())
+    if gt_range > 0:
+        try:
+            out["ssim"] = ssim(result, ds.ground_truth, axis=_SLICE_AXIS[ds.kind])
+        except EmcoreError:
+            pass  # slices smaller than SSIM's 7×7 window: PSNR only
+    if ds.kind == "cube" and lines:
+        from emcore.spectral import element_map
+
+        for line in lines:
+            gt_map = element_map(ds.ground_truth, line, ds.calibration)
+            if gt_map.max() > gt_map.min():
+                out[f"psnr_{line}"] = psnr(element_map(result, line, ds.calibration), gt_map)
+    return out
+
+
+def noise_model_of(ds: Dataset):
+    """The dataset's noise model: known, Poisson for counts, else a blind estimate."""
+    if ds.noise is not None:
+        return ds.noise
+    if ds.is_counts:
+        return Poisson(1.0)
+    from emcore.noise.estimation import estimate_noise
+
+    return estimate_noise(ds.data, ds.kind).model()
+
+
+def residual_report(ds: Dataset, result: np.ndarray, noise_model=None):
+    """:func:`emcore.evaluate.residuals.residual_checks` of input − result under the dataset's noise model."""
+    _check_shape(ds, result)
+    return residual_checks(ds.data, result, noise_model or noise_model_of(ds), axis=_SLICE_AXIS[ds.kind])
+
+
+def counts_of(ds: Dataset) -> np.ndarray | None:
+    """Integer counts behind the data, when there are any.
+
+    Raw counts are used as they are; data recorded as ``counts / dose`` (Poisson noise at a
+    known dose, as in the simulated examples) are multiplied back. ``None`` otherwise:
+    count-splitting needs genuine counts.
+    """
+    if ds.is_counts:
+        return np.rint(ds.data).astype(np.int64)
+    if isinstance(ds.noise, Poisson):
+        return np.rint(ds.data * ds.noise.dose).astype(np.int64)
+    return None
+
+
+def _half_dataset(ds: Dataset, half: np.ndarray) -> Dataset:
+    return replace(ds, data=half.astype(np.float32), ground_truth=None, is_counts=True, noise=Poisson(1.0),
+                   name=f"{ds.name} (count-split half)")
+
+
+def count_split_validation(
+    ds: Dataset,
+    runs: Mapping[str, tuple[str, Mapping[str, Any]]],
+    *,
+    seed: int = 0,
+    progress=None,
+) -> dict[str, Any]:
+    """Rank methods on data without a ground truth by count splitting.
+
+    Each run ``label -> (method, params)`` is re-run on half A of a binomial split of the
+    counts and scored against half B (:func:`emcore.evaluate.count_split.count_split_error`); the raw
+    half ("no denoising") is scored too, as the baseline every method must beat.
+
+    Returns
+    -------
+    dict
+        ``{"results": {label: CountSplitResult}, "ranking": [labels, best first]}``.
+    """
+    from emcore.methods.registry import denoise
+
+    counts = counts_of(ds)
+    if counts is None:
+        raise EmcoreError(
+            f"{ds.name} does not hold raw counts, so it cannot be split into two independent halves; "
+            "use the residual checks, or frame pairs for a stack."
+        )
+    results = {}
+    todo = {"no denoising (raw half)": None, **runs}
+    for i, (label, run) in enumerate(todo.items()):
+        rng = np.random.default_rng(seed)  # the same split for every run: a fair comparison
+        if run is None:
+            fn = lambda a: a.astype(np.float32)  # noqa: E731
+        else:
+            method, params = run
+            fn = lambda a, m=method, p=dict(params): denoise(_half_dataset(ds, a), m, seed=seed, **p).data  # noqa: E731
+        results[label] = count_split_error(fn, counts, rng)
+        if progress is not None:
+            progress(i + 1, len(todo), label)
+    return {"results": results, "ranking": rank_runs(results)}
+
+
+def count_split_frc(ds: Dataset, method: str, params: Mapping[str, Any], *, seed: int = 0) -> dict[str, Any]:
+    """FRC between the two count-split halves, each denoised by ``method`` (images only)."""
+    from emcore.methods.registry import denoise
+
+    if ds.kind != "image":
+        raise EmcoreError("The Fourier ring correlation is computed for single images only.")
+    counts = counts_of(ds)
+    if counts is None:
+        raise EmcoreError(f"{ds.name} does not hold raw counts, so it cannot be split for an FRC.")
+    a, b = count_split(counts, np.random.default_rng(seed))
+    if method == "none":
+        da, db = a.astype(np.float32), b.astype(np.float32)
+    else:
+        da = denoise(_half_dataset(ds, a), method, seed=seed, **params).data
+        db = denoise(_half_dataset(ds, b), method, seed=seed, **params).data
+    freq, frc = fourier_ring_correlation(da, db)
+    return {"frequencies": freq, "frc": frc, "resolution_px": frc_resolution(freq, frc)}
+
+
+def frame_pair_validation(
+    ds: Dataset,
+    runs: Mapping[str, tuple[str, Mapping[str, Any]]],
+    *,
+    seed: int = 0,
+    progress=None,
+) -> dict[str, Any]:
+    """Rank methods on a stack by denoising odd frames and scoring against even ones."""
+    from emcore.methods.registry import denoise
+
+    if ds.kind != "stack":
+        raise EmcoreError("Frame-pair validation needs a stack of frames (a movie).")
+    results = {}
+    todo = {"no denoising (raw frames)": None, **runs}
+    for i, (label, run) in enumerate(todo.items()):
+        if run is None:
+            fn = lambda s: s.astype(np.float32)  # noqa: E731
+        else:
+            method, params = run
+            fn = lambda s, m=method, p=dict(params): denoise(  # noqa: E731
+                replace(ds, data=s, ground_truth=None, name=f"{ds.name} (odd frames)"), m, seed=seed, **p).data
+        results[label] = frame_pair_error(fn, ds.data)
+        if progress is not None:
+            progress(i + 1, len(todo), label)
+    return {"results": results, "ranking": rank_runs(results)}
+
+
+def _check_shape(ds: Dataset, result: np.ndarray) -> None:
+    if np.shape(result) != ds.data.shape:
+        raise EmcoreError(
+            f"This result has shape {np.shape(result)} but {ds.name} has shape {ds.data.shape}: "
+            "it belongs to another dataset."
+        )
