@@ -33,23 +33,59 @@ class XrayLine:
     weight: float
 
 
-@functools.lru_cache(maxsize=1)
-def _database() -> tuple[tuple[XrayLine, ...], float]:
+def import_exspy_material():
+    """exspy's ``material`` module (element database, mass absorption coefficients).
+
+    exspy pulls in HyperSpy (seconds, and deprecation chatter): imported only when a line
+    table or an EDS spectrum is actually needed.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from exspy import material
-    db = material.elements
-    out = []
+    return material
+
+
+@functools.lru_cache(maxsize=1)
+def _table() -> tuple[dict[str, tuple[XrayLine, ...]], dict[str, int], float]:
+    """The one X-ray line table of the package, read once from exspy's element database.
+
+    Returns the lines of every element in the database's own order, atomic numbers, and the
+    Mn Kα energy (the reference of :func:`fwhm_kev`).
+    """
+    db = import_exspy_material().elements
+    by_element, z = {}, {}
     for el in db.keys():
         entry = db[el]
         props = getattr(entry, "Atomic_properties", None)
         if props is None or not hasattr(props, "Xray_lines"):
             continue
-        for line, info in props.Xray_lines.as_dictionary().items():
-            if "energy (keV)" in info:
-                out.append(XrayLine(f"{el}_{line}", el, line, float(info["energy (keV)"]), float(info.get("weight", 1.0))))
+        z[el] = int(entry.General_properties.Z)
+        by_element[el] = tuple(
+            XrayLine(f"{el}_{line}", el, line, float(info["energy (keV)"]), float(info.get("weight", 1.0)))
+            for line, info in props.Xray_lines.as_dictionary().items() if "energy (keV)" in info
+        )
     mn_ka = float(db["Mn"].Atomic_properties.Xray_lines.Ka["energy (keV)"])
-    return tuple(sorted(out, key=lambda x: x.energy_kev)), mn_ka
+    return by_element, z, mn_ka
+
+
+@functools.lru_cache(maxsize=1)
+def _database() -> tuple[tuple[XrayLine, ...], float]:
+    by_element, _, mn_ka = _table()
+    everything = [x for lines in by_element.values() for x in lines]
+    return tuple(sorted(everything, key=lambda x: x.energy_kev)), mn_ka
+
+
+def element_lines(element: str) -> tuple[XrayLine, ...]:
+    """Every X-ray line of ``element`` (e.g. ``"Fe"``), in the database's order."""
+    try:
+        return _table()[0][element]
+    except KeyError:
+        raise EmcoreError(f"Unknown element '{element}'; write its chemical symbol, for example Fe or Pt.") from None
+
+
+def atomic_number(element: str) -> int:
+    element_lines(element)  # the same sentence for an unknown element
+    return _table()[1][element]
 
 
 def xray_lines(lo_kev: float, hi_kev: float, *, lines: tuple[str, ...] = MAIN_LINES) -> list[XrayLine]:
@@ -66,7 +102,7 @@ def get_line(name: str) -> XrayLine:
 
 def fwhm_kev(energy_kev, fwhm_mnka_ev: float = FWHM_MNKA_EV):
     """Detector FWHM in keV at ``energy_kev`` (Fiori & Newbury 1978)."""
-    mn = _database()[1]
+    mn = _table()[2]
     var = fwhm_mnka_ev**2 + 2.5 * (np.asarray(energy_kev, float) - mn) * 1000.0
     return np.sqrt(np.clip(var, 1.0, None)) / 1000.0
 

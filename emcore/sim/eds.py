@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import special
@@ -51,6 +49,7 @@ from emcore.sim.common import (
     _seed_meta,
     _SmoothField,
 )
+from emcore.spectral import FWHM_MNKA_EV, MAIN_LINES, XrayLine, atomic_number, element_lines, fwhm_kev, import_exspy_material
 
 _EDS_DOSE = (1.0, 1000.0)
 
@@ -77,7 +76,6 @@ _FAMILY_YIELD = {
 # Atoms per nm³ of the phantom's materials (bulk densities): Fe 7.87, Pt 21.45 g/cm³,
 # amorphous C ~2.0 g/cm³, SiO2 glass 2.2 g/cm³.
 _RHO_FE, _RHO_PT, _RHO_C, _RHO_SIO2 = 84.9, 66.2, 100.0, 22.0  # SiO2: formula units / nm³
-_FWHM_MNKA_EV = 130.0  # SDD resolution at Mn Kα
 # Kramers (1923) bremsstrahlung, N(E) ∝ Z (E0 − E) / E per unit energy, with a constant set
 # so that the major K peaks of a thin film stand ~50× above their background.
 _BREMS_PER_Z = 2.5e-5
@@ -92,56 +90,17 @@ _GRID_CU_FRACTION = 0.03
 _EDS_FIELD_NM = 38.4  # field of view at every size: 0.3 nm/px at 128 px
 
 
-def _import_exspy_material():
-    # exspy pulls in HyperSpy (seconds, and deprecation chatter): import it only when an EDS
-    # spectrum is actually built.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from exspy import material
-    return material
-
-
-@dataclass(frozen=True)
-class _XrayLine:
-    element: str
-    line: str
-    family: str
-    energy_kev: float
-    weight: float
-
-
 @functools.lru_cache(maxsize=None)
-def _xray_lines() -> tuple[tuple[_XrayLine, ...], dict[str, int], float]:
-    """X-ray lines of :data:`EDS_ELEMENTS` from exspy's database, atomic numbers, Mn Kα energy."""
-    db = _import_exspy_material().elements
-    lines = []
-    z = {}
-    for el in EDS_ELEMENTS:
-        entry = db[el]
-        z[el] = int(entry.General_properties.Z)
-        for name, info in entry.Atomic_properties.Xray_lines.as_dictionary().items():
-            family = name[0]
-            if family in _FAMILY_YIELD[el]:
-                lines.append(_XrayLine(el, name, family, float(info["energy (keV)"]), float(info["weight"])))
-    mn_ka = float(db["Mn"].Atomic_properties.Xray_lines.Ka["energy (keV)"])
-    return tuple(lines), z, mn_ka
-
-
-def fwhm_kev(energy_kev, fwhm_mnka_ev: float = _FWHM_MNKA_EV):
-    """Detector peak FWHM (keV) at ``energy_kev`` (Fiori & Newbury 1978).
-
-    ``FWHM(E)² = FWHM(Mn Kα)² + 2.5 (E − E_MnKα) · 1000`` with widths in eV and E in keV,
-    the law exspy's ``get_FWHM_at_Energy`` implements.
-    """
-    mn_ka = _xray_lines()[2]
-    var = fwhm_mnka_ev**2 + 2.5 * (np.asarray(energy_kev, float) - mn_ka) * 1000.0
-    return np.sqrt(np.clip(var, 1.0, None)) / 1000.0
+def _xray_lines() -> tuple[tuple[XrayLine, ...], dict[str, int]]:
+    """The lines of :data:`EDS_ELEMENTS` whose family the phantom emits (from the package's
+    one line table, :mod:`emcore.spectral`), and the elements' atomic numbers."""
+    lines = tuple(x for el in EDS_ELEMENTS for x in element_lines(el) if x.line[0] in _FAMILY_YIELD[el])
+    return lines, {el: atomic_number(el) for el in EDS_ELEMENTS}
 
 
 def main_xray_lines(lo_kev: float, hi_kev: float) -> list[str]:
     """The α line of every element family used, within ``[lo_kev, hi_kev]`` (e.g. ``"Fe_Ka"``)."""
-    lines = _xray_lines()[0]
-    return [f"{ln.element}_{ln.line}" for ln in lines if ln.line in ("Ka", "La", "Ma") and lo_kev <= ln.energy_kev <= hi_kev]
+    return [x.name for x in _xray_lines()[0] if x.line in MAIN_LINES and lo_kev <= x.energy_kev <= hi_kev]
 
 
 @functools.lru_cache(maxsize=8)
@@ -152,8 +111,8 @@ def _element_spectra(offset: float, scale: float, channels: int) -> tuple[np.nda
     FWHM from :func:`fwhm_kev`) plus its Kramers bremsstrahlung, times the detector
     efficiency. The second array is the detected characteristic counts per unit amount.
     """
-    material = _import_exspy_material()
-    lines, z, _ = _xray_lines()
+    material = import_exspy_material()
+    lines, z = _xray_lines()
     edges = offset + scale * (np.arange(channels + 1) - 0.5)
     centres = offset + scale * np.arange(channels)
 
@@ -173,7 +132,7 @@ def _element_spectra(offset: float, scale: float, channels: int) -> tuple[np.nda
     spectra = np.outer([_BREMS_PER_Z * z[el] for el in EDS_ELEMENTS], kramers)
     line_only = np.zeros((len(EDS_ELEMENTS), channels))
     energies = np.array([ln.energy_kev for ln in lines])
-    amount = np.array([_FAMILY_YIELD[ln.element][ln.family] * ln.weight for ln in lines])
+    amount = np.array([_FAMILY_YIELD[ln.element][ln.line[0]] * ln.weight for ln in lines])
     sigma = fwhm_kev(energies) / (2 * math.sqrt(2 * math.log(2)))
     # Counts in each channel: the Gaussian integrated between the channel edges.
     cdf = special.ndtr((edges[None, :] - energies[:, None]) / sigma[:, None])
@@ -305,7 +264,7 @@ def eds_example(
     gen = _make_rng(seed, rng)
     amounts, pixel, mask = _eds_phantom(size, gen)
     spectra, line_counts = _element_spectra(offset, scale, channels)
-    _, z, _ = _xray_lines()
+    _, z = _xray_lines()
 
     # Cu from the grid reaches the detector wherever the beam is: a uniform term.
     cu = EDS_ELEMENTS.index("Cu")
@@ -355,7 +314,7 @@ def eds_example(
             "xray_lines": main_xray_lines(max(offset, 0.1), hi_e),
             "voltage_kv": EDS_VOLTAGE_KV,
             "detector": "simulated SDD",
-            "energy_resolution_mnka_ev": _FWHM_MNKA_EV,
+            "energy_resolution_mnka_ev": FWHM_MNKA_EV,
             "element_maps_truth": maps,
             "haadf_truth": haadf_clean,
             "particle_mask": mask,
