@@ -139,14 +139,6 @@ class _SoftplusMSE:
 # ------------------------------------------------------------------------------ inference
 
 
-def _tile_plan(n: int, tile: int, step: int) -> tuple[int, list[int]]:
-    """Padded length and tile starts along one axis (one tile when ``n <= tile``)."""
-    if n <= tile:
-        return n, [0]
-    count = -(-(n - tile) // step) + 1
-    return tile + (count - 1) * step, [i * step for i in range(count)]
-
-
 class _Network:
     """The trained network with the normalisation of the whole cube fixed."""
 
@@ -181,7 +173,7 @@ class _Network:
         keeps the output on it, so that no voxel's estimate depends on its own count.
         """
 
-        from emcore.methods.tiling import tile_weights
+        from emcore.methods.tiling import axis_plan, tile_weights
 
         cube = self.prep.cube
         h, w, e = cube.shape
@@ -198,8 +190,8 @@ class _Network:
             tile = max(ms * -(-(2 * rf) // ms), side // ms * ms)
         overlap = min(tile // 2, rf) if tile < max(h, w) else 0
         step = tile - overlap
-        ph, rows = _tile_plan(h, tile, step)
-        pw, cols = _tile_plan(w, tile, step)
+        _, ph, rows = axis_plan(h, tile, step)
+        _, pw, cols = axis_plan(w, tile, step)
         pad = ((0, 0), (0, ph - h), (0, pw - w))
         if (ph, pw) != (h, w):
             haadf = None if haadf is None else np.pad(haadf, pad[1:], mode="edge")

@@ -22,8 +22,12 @@ from emcore.train.loop import _empty_cache, _is_oom
 # ---------------------------------------------------------------------- inference
 
 
-def _axis_plan(n: int, tile: int, step: int, multiple: int) -> tuple[int, int, list[int]]:
-    """Tile length, padded length and tile starts along one axis."""
+def axis_plan(n: int, tile: int, step: int, multiple: int = 1) -> tuple[int, int, list[int]]:
+    """Tile length, padded length and tile starts along one axis of length ``n``.
+
+    One tile (rounded up to ``multiple``, for networks that downsample) when ``n <= tile``;
+    otherwise tiles of ``tile`` every ``step``, the last one reaching past ``n`` (padding).
+    """
     if n <= tile:
         t = -(-n // multiple) * multiple
         return t, t, [0]
@@ -134,8 +138,8 @@ def tiled_apply(
     device = torch.device(device)
 
     H, W = img.shape
-    th, ph, ys = _axis_plan(H, tile, step, multiple)
-    tw, pw, xs = _axis_plan(W, tile, step, multiple)
+    th, ph, ys = axis_plan(H, tile, step, multiple)
+    tw, pw, xs = axis_plan(W, tile, step, multiple)
     pad = ((0, ph - H), (0, pw - W))
     padded = np.pad(img, pad, mode="reflect" if min(H, W) > 1 else "edge") if (ph, pw) != (H, W) else img
     wy = [tile_weights(th, overlap if len(ys) > 1 else 0, guard, i == 0, i == len(ys) - 1) for i in range(len(ys))]
