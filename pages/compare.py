@@ -313,48 +313,78 @@ if model is not None and picked:
                                                           height=300)), key="cmp_structure")
 
 val_runs = {r["label"]: (r["method"], r["requested"]) for r in picked}
+# Each check re-runs the selected methods on split data: as long as the runs themselves took
+# (twice for the FRC, which denoises both halves). It runs as a background job, like a method.
+rerun_seconds = sum(r["seconds"] for r in picked)
+
+
+def submit_validation(kind: str, what: str, factor: float = 1.0) -> None:
+    data, runs_now, token = ds, dict(val_runs), st.session_state.dataset_token
+    ui.jobs().submit(ui.owner_id(), f"{what} of {len(runs_now)} result(s) on {ds.name}",
+                     lambda progress, should_stop: validation.run_validation(
+                         kind, data, runs_now, progress=progress, should_stop=should_stop),
+                     slot="cpu", meta={"validation": kind, "dataset_token": token})
+    st.session_state.setdefault("job_notes", []).append(
+        ("success", f"{what} started in the background (about {max(1.0, factor * rerun_seconds):.0f} s: the selected "
+                    "results are re-run on split data). Keep using the page; the table appears here when it is done."))
+    st.rerun()
+
+
 if "has_counts" not in noise_memo:  # counts_of materialises the counts: once per dataset
     noise_memo["has_counts"] = validation.counts_of(ds) is not None
+busy = {j.meta.get("validation") for j in ui.jobs().jobs_for(ui.owner_id()) if j.active and j.meta.get("validation")}
 if noise_memo["has_counts"]:
     st.markdown(f"**Count-split validation.** {EXPLANATIONS['count_split']}")
-    if st.button("Run count-split validation on the selected results", key="btn_countsplit"):
-        bar = st.progress(0.0)
-        try:
-            out = validation.count_split_validation(ds, val_runs, progress=lambda i, n, t: bar.progress(i / n, text=t))
-            st.session_state["countsplit"] = (st.session_state.dataset_token, out)
-        except EmcoreError as err:
-            ui.show_error(str(err))
-        bar.empty()
-    if ds.kind == "image" and picked and st.button("Fourier ring correlation of the two halves", key="btn_frc"):
-        try:
-            curves = {"no denoising": validation.count_split_frc(ds, "none", {})}
-            for r in picked:
-                curves[r["label"]] = validation.count_split_frc(ds, r["method"], r["requested"])
-            st.session_state["frc"] = (st.session_state.dataset_token, curves)
-        except EmcoreError as err:
-            ui.show_error(str(err))
+    if st.button("Run count-split validation on the selected results", key="btn_countsplit",
+                 disabled="count_split" in busy, help="Runs in the background; Stop is offered while it runs."):
+        submit_validation("count_split", "Count-split validation")
+    if ds.kind == "image" and picked and st.button("Fourier ring correlation of the two halves", key="btn_frc",
+                                                   disabled="frc" in busy):
+        submit_validation("frc", "Fourier ring correlation", factor=2.0)
 elif ds.kind == "stack":
     st.markdown(f"**Frame-pair validation.** {EXPLANATIONS['frame_pair']}")
-    if st.button("Run frame-pair validation on the selected results", key="btn_framepair"):
-        try:
-            st.session_state["countsplit"] = (st.session_state.dataset_token, validation.frame_pair_validation(ds, val_runs))
-        except EmcoreError as err:
-            ui.show_error(str(err))
+    if st.button("Run frame-pair validation on the selected results", key="btn_framepair",
+                 disabled="frame_pair" in busy):
+        submit_validation("frame_pair", "Frame-pair validation")
 else:
     st.caption("Count-split validation needs raw counts, and frame-pair validation a stack; "
                "for this dataset the residual checks above are the no-reference test.")
 
-saved = st.session_state.get("countsplit")
-if saved and saved[0] == st.session_state.dataset_token:
-    out = saved[1]
-    st.dataframe(pd.DataFrame([
-        {"rank": out["ranking"].index(k) + 1, "result": k, "estimated error (MSE)": v.estimated_mse,
-         "raw MSE vs. other half": v.raw_mse, **({"Poisson NLL": v.poisson_nll} if hasattr(v, "poisson_nll") else {})}
-        for k, v in out["results"].items()]).sort_values("rank"), hide_index=True, width="stretch")
-frc = st.session_state.get("frc")
-if frc and frc[0] == st.session_state.dataset_token:
+for kind, text in st.session_state.pop("job_notes", []):
+    {"success": st.success, "error": ui.show_error, "stopped": st.warning}[kind](text)
+
+
+@st.fragment(run_every=1.0)
+def validation_jobs() -> None:
+    """This session's running checks: progress, ETA and Stop, polled about once a second."""
+    mine = [j for j in ui.jobs().jobs_for(ui.owner_id()) if j.meta.get("validation")]
+    if any(not j.active for j in mine):
+        st.rerun()  # one finished: rerun the page so its table shows
+    for j in mine:
+        p = j.progress
+        head, btn = st.columns([5, 1])
+        eta = f", about {p.eta:.0f} s left" if p is not None and p.eta is not None else ""
+        where = f"waiting, position {ui.jobs().position(j.id)} in the queue" if j.state == "queued" else j.state
+        head.markdown(f"**{j.label}** — {where}{eta}")
+        if j.state in ("queued", "running") and btn.button("Stop", key=f"stop_val_{j.id}"):
+            ui.jobs().cancel(j.id)
+        st.progress(p.fraction if p is not None else 0.0, text=(p.message if p is not None and p.message else "starting…"))
+
+
+if any(j.meta.get("validation") for j in ui.jobs().jobs_for(ui.owner_id())):
+    validation_jobs()
+
+checks = ui.validations_for_current()
+for kind in ("count_split", "frame_pair"):
+    if kind in checks:
+        out = checks[kind]
+        st.dataframe(pd.DataFrame([
+            {"rank": out["ranking"].index(k) + 1, "result": k, "estimated error (MSE)": v.estimated_mse,
+             "raw MSE vs. other half": v.raw_mse, **({"Poisson NLL": v.poisson_nll} if hasattr(v, "poisson_nll") else {})}
+            for k, v in out["results"].items()]).sort_values("rank"), hide_index=True, width="stretch")
+if "frc" in checks:
     st.markdown(EXPLANATIONS["frc"])
-    st.plotly_chart(ui.frc_figure(frc[1]), key="cmp_frc")
+    st.plotly_chart(ui.frc_figure(checks["frc"]), key="cmp_frc")
 
 # -- export -----------------------------------------------------------------------------
 st.subheader("Export")

@@ -323,7 +323,11 @@ def collect_finished_jobs() -> list[str]:
         if job.active:
             continue
         res = job.result
-        if isinstance(res, DenoiseResult):
+        if job.meta.get("validation") and job.state == "done":
+            # a no-reference check: kept for its dataset, shown on the Compare page
+            st.session_state.setdefault("validations", {})[(job.meta["dataset_token"], job.meta["validation"])] = res
+            notes.append(("success", f"{job.label}: done; the table is on the Compare page."))
+        elif isinstance(res, DenoiseResult):
             entry = add_result(res, requested=job.meta.get("requested"), token=job.meta.get("dataset_token"))
             verb = "was stopped; partial result kept as" if job.state == "stopped" else "finished:"
             notes.append(("success", f"{job.label} {verb} {entry['label']} ({res.seconds:.2f} s on {res.device}). "
@@ -338,6 +342,12 @@ def collect_finished_jobs() -> list[str]:
 def results() -> list[dict]:
     """This session's run history (all datasets); each entry is a dict, newest last."""
     return st.session_state.setdefault("results", [])
+
+
+def validations_for_current() -> dict:
+    """The no-reference checks (count split, frame pairs, FRC) run on the current dataset, by kind."""
+    token = st.session_state.get("dataset_token")
+    return {kind: out for (t, kind), out in st.session_state.get("validations", {}).items() if t == token}
 
 
 def results_for_current() -> list[dict]:

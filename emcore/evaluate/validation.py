@@ -6,19 +6,21 @@ residual check, a map) so the UI only renders.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from emcore.data.dataset import Dataset
-from emcore.errors import EmcoreError
+from emcore.errors import EmcoreError, Stopped
 from emcore.evaluate.count_split import count_split, count_split_error, rank_runs
 from emcore.evaluate.frame_pairs import frame_pair_error
 from emcore.evaluate.frc import fourier_ring_correlation, frc_resolution
 from emcore.evaluate.reference import psnr, ssim
 from emcore.evaluate.residuals import residual_checks
 from emcore.noise.models import Poisson
+from emcore.progress import ProgressFn, StopFn, report
 
 _SLICE_AXIS = {"image": 0, "stack": 0, "cube": 2}
 
@@ -90,7 +92,8 @@ def count_split_validation(
     runs: Mapping[str, tuple[str, Mapping[str, Any]]],
     *,
     seed: int = 0,
-    progress=None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
 ) -> dict[str, Any]:
     """Rank methods on data without a ground truth by count splitting.
 
@@ -113,20 +116,24 @@ def count_split_validation(
         )
     results = {}
     todo = {"no denoising (raw half)": None, **runs}
+    t0 = time.perf_counter()
     for i, (label, run) in enumerate(todo.items()):
+        _check_stop(should_stop, i, len(todo))
+        report(progress, i, len(todo), t0, f"count splitting: {label}")
         rng = np.random.default_rng(seed)  # the same split for every run: a fair comparison
         if run is None:
             fn = lambda a: a.astype(np.float32)  # noqa: E731
         else:
             method, params = run
-            fn = lambda a, m=method, p=dict(params): denoise(_half_dataset(ds, a), m, seed=seed, **p).data  # noqa: E731
+            fn = lambda a, m=method, p=dict(params): denoise(  # noqa: E731
+                _half_dataset(ds, a), m, seed=seed, should_stop=should_stop, **p).data
         results[label] = count_split_error(fn, counts, rng)
-        if progress is not None:
-            progress(i + 1, len(todo), label)
+    report(progress, len(todo), len(todo), t0, "count splitting: done")
     return {"results": results, "ranking": rank_runs(results)}
 
 
-def count_split_frc(ds: Dataset, method: str, params: Mapping[str, Any], *, seed: int = 0) -> dict[str, Any]:
+def count_split_frc(ds: Dataset, method: str, params: Mapping[str, Any], *, seed: int = 0,
+                    should_stop: StopFn | None = None) -> dict[str, Any]:
     """FRC between the two count-split halves, each denoised by ``method`` (images only)."""
     from emcore.methods.registry import denoise
 
@@ -139,8 +146,8 @@ def count_split_frc(ds: Dataset, method: str, params: Mapping[str, Any], *, seed
     if method == "none":
         da, db = a.astype(np.float32), b.astype(np.float32)
     else:
-        da = denoise(_half_dataset(ds, a), method, seed=seed, **params).data
-        db = denoise(_half_dataset(ds, b), method, seed=seed, **params).data
+        da = denoise(_half_dataset(ds, a), method, seed=seed, should_stop=should_stop, **params).data
+        db = denoise(_half_dataset(ds, b), method, seed=seed, should_stop=should_stop, **params).data
     freq, frc = fourier_ring_correlation(da, db)
     return {"frequencies": freq, "frc": frc, "resolution_px": frc_resolution(freq, frc)}
 
@@ -150,7 +157,8 @@ def frame_pair_validation(
     runs: Mapping[str, tuple[str, Mapping[str, Any]]],
     *,
     seed: int = 0,
-    progress=None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
 ) -> dict[str, Any]:
     """Rank methods on a stack by denoising odd frames and scoring against even ones."""
     from emcore.methods.registry import denoise
@@ -159,17 +167,51 @@ def frame_pair_validation(
         raise EmcoreError("Frame-pair validation needs a stack of frames (a movie).")
     results = {}
     todo = {"no denoising (raw frames)": None, **runs}
+    t0 = time.perf_counter()
     for i, (label, run) in enumerate(todo.items()):
+        _check_stop(should_stop, i, len(todo))
+        report(progress, i, len(todo), t0, f"frame pairs: {label}")
         if run is None:
             fn = lambda s: s.astype(np.float32)  # noqa: E731
         else:
             method, params = run
             fn = lambda s, m=method, p=dict(params): denoise(  # noqa: E731
-                replace(ds, data=s, ground_truth=None, name=f"{ds.name} (odd frames)"), m, seed=seed, **p).data
+                replace(ds, data=s, ground_truth=None, name=f"{ds.name} (odd frames)"), m, seed=seed,
+                should_stop=should_stop, **p).data
         results[label] = frame_pair_error(fn, ds.data)
-        if progress is not None:
-            progress(i + 1, len(todo), label)
+    report(progress, len(todo), len(todo), t0, "frame pairs: done")
     return {"results": results, "ranking": rank_runs(results)}
+
+
+def frc_curves(ds: Dataset, runs: Mapping[str, tuple[str, Mapping[str, Any]]], *, seed: int = 0,
+               progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, dict[str, Any]]:
+    """:func:`count_split_frc` of the raw halves ("no denoising") and of every run."""
+    todo = {"no denoising": ("none", {}), **runs}
+    out, t0 = {}, time.perf_counter()
+    for i, (label, (method, params)) in enumerate(todo.items()):
+        _check_stop(should_stop, i, len(todo))
+        report(progress, i, len(todo), t0, f"Fourier ring correlation: {label}")
+        out[label] = count_split_frc(ds, method, params, seed=seed, should_stop=should_stop)
+    report(progress, len(todo), len(todo), t0, "Fourier ring correlation: done")
+    return out
+
+
+VALIDATIONS = {"count_split": count_split_validation, "frame_pair": frame_pair_validation, "frc": frc_curves}
+
+
+def run_validation(kind: str, ds: Dataset, runs: Mapping[str, tuple[str, Mapping[str, Any]]], *, seed: int = 0,
+                   progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, Any]:
+    """One of the no-reference checks by name (``count_split``, ``frame_pair``, ``frc``): what
+    the app submits to its job manager, with progress and a stop request between and within
+    the re-runs."""
+    if kind not in VALIDATIONS:
+        raise EmcoreError(f"Unknown validation '{kind}'; the validations are: {', '.join(VALIDATIONS)}.")
+    return VALIDATIONS[kind](ds, runs, seed=seed, progress=progress, should_stop=should_stop)
+
+
+def _check_stop(should_stop: StopFn | None, done: int, total: int) -> None:
+    if should_stop is not None and should_stop():
+        raise Stopped(f"Validation stopped on request after {done} of {total} runs; nothing was kept.")
 
 
 def _check_shape(ds: Dataset, result: np.ndarray) -> None:

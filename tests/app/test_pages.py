@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.app.apptest import open_app
+from tests.app.apptest import finished_job, open_app
 
 TIMEOUT = 120
 
@@ -232,11 +232,19 @@ def test_compare_two_results_with_profile_and_metrics():
     at.toggle(key="cmp_residual").set_value(True).run()
     at.toggle(key="cmp_shared").set_value(False).run()
     assert not at.exception
-    # count-split validation on the simulated counts ranks both above the raw half
+    # count-split validation runs as a background job: the page answers at once (not frozen),
+    # the button waits while it runs, and the ranking (both above the raw half) is kept
     next(b for b in at.button if b.key == "btn_countsplit").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    ranking = at.session_state["countsplit"][1]["ranking"]
+    assert any("started in the background" in s.value for s in at.success)
+    job = finished_job(at)
+    assert job.meta["validation"] == "count_split" and job.state == "done", job.error
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    saved = at.session_state["validations"]
+    ranking = next(v for (t, kind), v in saved.items() if kind == "count_split")["ranking"]
     assert ranking[-1] == "no denoising (raw half)"
+    assert any(list(df.value.columns[:2]) == ["rank", "result"] for df in at.dataframe)
 
 
 def test_compare_cube_spectral_viewer():
