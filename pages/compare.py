@@ -10,7 +10,7 @@ import streamlit as st
 from emcore import EmcoreError, spectral
 from emcore.data.display import energy_window_map, summed_spectrum
 from emcore.evaluate import filter_view, validation
-from emcore.evaluate.profiles import line_profile
+from emcore.evaluate.profiles import profiles_for
 from emcore.evaluate.reference import EXPLANATIONS
 from pages import ui
 
@@ -32,19 +32,16 @@ if not runs:
 # -- X-ray lines for cubes (needed by the metrics table too) --------------------------
 lines: list[str] = []
 if ds.kind == "cube":
-    derived = ui.derived()
-    if "spectrum" not in derived:
-        derived["spectrum"] = summed_spectrum(ds.data)
+    spectrum = ui.derived("spectrum", lambda: summed_spectrum(ds.data))
     try:
         n = ds.data.shape[2]
         e_all = ds.energy_axis()
         kev = 1e-3 if cal.energy_unit.lower() == "ev" else 1.0
         available = [x.name for x in spectral.xray_lines(max(e_all[0] * kev, 0.1), e_all[-1] * kev)]
-        if "suggested" not in derived:
-            derived["suggested"] = [x for x in ds.metadata.get("xray_lines", []) if x in available][:6] or \
-                spectral.suggest_lines(derived["spectrum"], cal)
+        suggested = ui.derived("suggested", lambda: [x for x in ds.metadata.get("xray_lines", []) if x in available][:6]
+                               or spectral.suggest_lines(spectrum, cal))
         lines = st.multiselect("Element lines (integrated over 2 × FWHM of the detector)", available,
-                               default=derived["suggested"], key=f"lines_{st.session_state.dataset_token}")
+                               default=suggested, key=f"lines_{st.session_state.dataset_token}")
     except EmcoreError as err:
         st.caption(str(err))
 
@@ -91,7 +88,7 @@ def viewer() -> None:
         target = k1.selectbox("Show the map of", ["energy slider"] + lines, key="cmp_map_of")
         if target == "energy slider":
             e_sel = k1.slider(f"Energy ({cal.energy_unit})", float(e_all[0]), float(e_all[-1]),
-                              float(e_all[int(np.argmax(derived["spectrum"][n // 20:]) + n // 20)]),
+                              float(e_all[int(np.argmax(spectrum[n // 20:]) + n // 20)]),
                               step=float(cal.energy_scale), format="%.3f", key=f"cmp_energy_{st.session_state.dataset_token}")
             channel = cal.channel_of(e_sel, n)
             width = int(k2.number_input("Window (channels)", 1, max(1, n // 4), min(9, n), key="cmp_width"))
@@ -161,7 +158,7 @@ def viewer() -> None:
         st.rerun(scope="fragment")
 
     try:
-        profiles = {t: line_profile(img, prof["start"], prof["end"], int(pw)) for t, img in panels}
+        profiles = profiles_for(dict(panels), prof["start"], prof["end"], int(pw))
     except EmcoreError as err:
         ui.show_error(str(err))
         profiles = {}
@@ -199,17 +196,14 @@ if ds.kind == "cube":
         sources = [("Input", "input", ds.data)] + [(r["label"], ui.result_uid(r), r["data"]) for r in picked]
         if ds.ground_truth is not None:
             sources.append(("Ground truth", "truth", ds.ground_truth))
-        cache = derived.setdefault("element_maps", {})  # maps do not change when other widgets move
         for line in lines:
-            maps = []
-            for t, ident, a in sources:
-                if (ident, line) not in cache:
-                    cache[(ident, line)] = spectral.element_map(a, line, cal)
-                maps.append((f"{line} — {t}", cache[(ident, line)]))
+            # maps do not change when other widgets move: computed once per source and line
+            maps = [(f"{line} — {t}", ui.derived("element_map", lambda a=a: spectral.element_map(a, line, cal), ident, line))
+                    for t, ident, a in sources]
             # The gallery does not depend on the energy slider: reuse its figures on reruns.
             key = ("gallery", line, tuple((t, ident) for t, ident, _ in sources), clip, shared)
             fig = ui.memo(key, lambda: ui.panels_figure(maps, clip_percent=clip, shared=shared, colorscale="viridis",
-                                                        height=300), max_entries=2 * len(lines))
+                                                        height=300))
             st.plotly_chart(fig, key=f"gallery_{line}")
 
 # -- what is the network looking at? ----------------------------------------------------
@@ -224,7 +218,7 @@ else:
     j1, j2, j3, j4 = st.columns([2, 1, 1, 1])
     target = j1.selectbox("Result", names, index=names.index(network_runs[-1]["label"]), key="jac_result")
     entry_j = next(r for r in runs if r["label"] == target)
-    h_j, w_j = ds.data.shape[1:] if ds.kind == "stack" else ds.data.shape[:2]
+    h_j, w_j = ds.spatial_shape
     if ss.get("jac_shape") != (h_j, w_j):  # a new dataset: start at the centre
         ss.jac_shape, ss.jac_row, ss.jac_col = (h_j, w_j), h_j // 2, w_j // 2
     if "jac_pending" in ss:  # a click on the images, in "pixel to inspect" mode
@@ -285,16 +279,20 @@ else:
 # -- metrics without ground truth -------------------------------------------------------
 st.subheader("Metrics without a ground truth")
 model = None
-noise_memo = ui.derived()
-if "noise_model" not in noise_memo:  # a blind estimate scans the data: once per dataset
+
+
+def _noise_model():
     try:
-        noise_memo["noise_model"] = validation.noise_model_of(ds)
+        return validation.noise_model_of(ds)
     except EmcoreError as err:
-        noise_memo["noise_model"] = str(err)
-if isinstance(noise_memo["noise_model"], str):
-    st.caption(noise_memo["noise_model"])
+        return str(err)
+
+
+noise_model = ui.derived("noise_model", _noise_model)  # a blind estimate scans the data: once per dataset
+if isinstance(noise_model, str):
+    st.caption(noise_model)
 else:
-    model = noise_memo["noise_model"]
+    model = noise_model
 if model is not None and picked:
     st.markdown(f"**Residual checks** under {ui.noise_text(ds, model)}. {EXPLANATIONS['residual']}")
     rep_rows, maps = [], []
@@ -330,10 +328,9 @@ def submit_validation(kind: str, what: str, factor: float = 1.0) -> None:
     st.rerun()
 
 
-if "has_counts" not in noise_memo:  # counts_of materialises the counts: once per dataset
-    noise_memo["has_counts"] = validation.counts_of(ds) is not None
+has_counts = ui.derived("has_counts", lambda: validation.counts_of(ds) is not None)  # materialises counts: once
 busy = {j.meta.get("validation") for j in ui.jobs().jobs_for(ui.owner_id()) if j.active and j.meta.get("validation")}
-if noise_memo["has_counts"]:
+if has_counts:
     st.markdown(f"**Count-split validation.** {EXPLANATIONS['count_split']}")
     if st.button("Run count-split validation on the selected results", key="btn_countsplit",
                  disabled="count_split" in busy, help="Runs in the background; Stop is offered while it runs."):

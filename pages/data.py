@@ -151,10 +151,7 @@ if ds is None:
 
 # -- summary -----------------------------------------------------------------------
 st.subheader(ds.name)
-derived = ui.derived()
-if "summary" not in derived:  # sums over a whole cube: once per dataset, not on every slider move
-    derived["summary"] = ds.summary()
-summary = derived["summary"]
+summary = ui.derived("summary", ds.summary)  # sums over a whole cube: once per dataset, not on every slider move
 cal = ds.calibration
 m = st.columns(4)
 m[0].metric("Kind", ds.kind)
@@ -199,12 +196,10 @@ elif ds.kind == "stack":
 else:
     n = ds.data.shape[2]
     energy = ds.energy_axis()
-    if "spectrum" not in derived:  # the summed spectrum is reused on every slider move
-        derived["spectrum"] = summed_spectrum(ds.data)
-    if ds.ground_truth is not None and "spectrum_gt" not in derived:
-        derived["spectrum_gt"] = summed_spectrum(ds.ground_truth)
+    spectrum = ui.derived("spectrum", lambda: summed_spectrum(ds.data))  # reused on every slider move
+    spectrum_gt = None if ds.ground_truth is None else ui.derived("spectrum_gt", lambda: summed_spectrum(ds.ground_truth))
     c1, c2, c3 = st.columns([3, 1, 1])
-    default_ch = int(np.argmax(derived["spectrum"][n // 20:]) + n // 20)  # skip the noise peak near 0
+    default_ch = int(np.argmax(spectrum[n // 20:]) + n // 20)  # skip the noise peak near 0
     e_sel = c1.slider(
         f"Energy ({cal.energy_unit})", float(energy[0]), float(energy[-1]), float(energy[default_ch]),
         step=float(cal.energy_scale), format="%.3f", key=f"energy_{st.session_state.dataset_token}",
@@ -215,9 +210,9 @@ else:
     log = c3.toggle("Log scale", value=True, key="spectrum_log")
     lo_e = energy[max(0, ch - width // 2)] - cal.energy_scale / 2
     hi_e = energy[min(n - 1, ch - width // 2 + width - 1)] + cal.energy_scale / 2
-    curves = {"Data (sum over pixels)": derived["spectrum"]}
-    if "spectrum_gt" in derived:
-        curves["Ground truth"] = derived["spectrum_gt"]
+    curves = {"Data (sum over pixels)": spectrum}
+    if spectrum_gt is not None:
+        curves["Ground truth"] = spectrum_gt
     st.plotly_chart(ui.spectrum_figure(energy, curves, unit=cal.energy_unit, log=log, marker=(lo_e, hi_e)), key="prev_spec")
     panels = [("Data", energy_window_map(ds.data, ch, width), "viridis")]
     if ds.ground_truth is not None:

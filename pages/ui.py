@@ -387,13 +387,26 @@ def add_result(res, requested: dict | None = None, label: str | None = None, tok
     return entry
 
 
-def derived() -> dict:
-    """Per-dataset memo for derived arrays (summed spectrum...), reset when the dataset changes."""
-    d = st.session_state.setdefault("derived", {})
-    if d.get("token") != st.session_state.get("dataset_token"):
-        d.clear()
-        d["token"] = st.session_state.get("dataset_token")
-    return d
+def dataset_key() -> str | None:
+    """The current dataset's content identity (:meth:`Dataset.fingerprint`), computed once per load."""
+    ss = st.session_state
+    if ss.get("dataset_key_token") != ss.get("dataset_token"):
+        ds = current_dataset()
+        ss.dataset_key = None if ds is None else ds.fingerprint()
+        ss.dataset_key_token = ss.get("dataset_token")
+    return ss.get("dataset_key")
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _derived(name: str, key: str | None, parts: tuple, _build):
+    return _build()
+
+
+def derived(name: str, build, *parts):
+    """``build()`` once per dataset content for ``name`` and ``parts`` (summed spectrum, summary,
+    suggested lines, element maps...), kept by Streamlit's data cache and shared by sessions
+    that load the same data; ``parts`` name every other input of ``build``."""
+    return _derived(name, dataset_key(), parts, build)
 
 
 def panels_figure(
@@ -516,23 +529,19 @@ def result_uid(entry: dict) -> str:
     return entry["uid"]
 
 
-def memo(key: tuple, build, max_entries: int = 4):
-    """``build()`` once per dataset for ``key`` (a tuple naming every input), reused on reruns.
+@st.cache_resource(max_entries=48, show_spinner=False)
+def _figure(owner: str, dataset: str | None, key: tuple, _build):
+    return _build()
+
+
+def memo(key: tuple, build):
+    """A figure built once for ``key`` (a tuple naming every input) and reused on reruns.
 
     Plotly figures take tens of milliseconds to assemble; figures whose inputs did not change
-    (element-map gallery, structure maps) are reused instead of rebuilt. ``key[0]`` names a
-    kind of figure; the ``max_entries`` most recently used of each kind are kept (figures
-    hold image-sized arrays).
+    (element-map gallery, structure maps) are reused instead of rebuilt. Kept by Streamlit's
+    resource cache per session and dataset (figures hold this session's results).
     """
-    store = derived().setdefault("memo", {}).setdefault(key[0], {})
-    if key in store:
-        store[key] = store.pop(key)  # most recently used last
-        return store[key]
-    value = build()
-    store[key] = value
-    while len(store) > max_entries:
-        store.pop(next(iter(store)))
-    return value
+    return _figure(owner_id(), dataset_key(), key, build)
 
 
 def filter_figure(f, *, summed: bool = False, height: int = 380) -> go.Figure:

@@ -7,6 +7,7 @@ the constructor copies nothing it does not have to and never modifies the caller
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -144,6 +145,20 @@ class Dataset:
             self.haadf = check_haadf(self.haadf, self.data.shape, self.kind, self.name)
 
     # -- derived views -------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """A content identity: the same data, ground truth, HAADF and calibration give the
+        same string (BLAKE2b), whatever loaded them; used to recognise a dataset again."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(f"{self.kind}|{self.calibration.to_dict()}|{self.is_counts}".encode())
+        for arr in (self.data, self.ground_truth, self.haadf):
+            if arr is None:
+                h.update(b"-")
+                continue
+            a = np.ascontiguousarray(arr)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(memoryview(a).cast("B"))
+        return h.hexdigest()
+
     @property
     def spatial_shape(self) -> tuple[int, int]:
         """``(H, W)`` of one image, frame or energy slice."""

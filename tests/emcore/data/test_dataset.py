@@ -116,3 +116,16 @@ def test_display_helpers():
     assert summed_spectrum(cube)[10] == 24.0
     np.testing.assert_array_equal(energy_window_map(cube, 10, 3), np.full((3, 4), 2.0))
     np.testing.assert_array_equal(energy_window_map(cube, 0, 3), np.zeros((3, 4)))
+
+
+def test_fingerprint_is_a_content_identity():
+    from emcore import sim
+
+    a = sim.example("hrem", seed=1, dose=2.0, size=64)
+    b = sim.example("hrem", seed=1, dose=2.0, size=64)
+    c = sim.example("hrem", seed=2, dose=2.0, size=64)
+    assert a.fingerprint() == b.fingerprint()  # the same example made twice is recognised
+    assert a.fingerprint() != c.fingerprint()
+    from dataclasses import replace
+
+    assert replace(a, ground_truth=None).fingerprint() != a.fingerprint()
