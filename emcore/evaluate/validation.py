@@ -114,21 +114,14 @@ def count_split_validation(
             f"{ds.name} does not hold raw counts, so it cannot be split into two independent halves; "
             "use the residual checks, or frame pairs for a stack."
         )
-    results = {}
-    todo = {"no denoising (raw half)": None, **runs}
-    t0 = time.perf_counter()
-    for i, (label, run) in enumerate(todo.items()):
-        _check_stop(should_stop, i, len(todo))
-        report(progress, i, len(todo), t0, f"count splitting: {label}")
+    def score(method, params):
         rng = np.random.default_rng(seed)  # the same split for every run: a fair comparison
-        if run is None:
-            fn = lambda a: a.astype(np.float32)  # noqa: E731
-        else:
-            method, params = run
-            fn = lambda a, m=method, p=dict(params): denoise(  # noqa: E731
-                _half_dataset(ds, a), m, seed=seed, should_stop=should_stop, **p).data
-        results[label] = count_split_error(fn, counts, rng)
-    report(progress, len(todo), len(todo), t0, "count splitting: done")
+        if method is None:
+            return count_split_error(lambda a: a.astype(np.float32), counts, rng)
+        return count_split_error(lambda a: denoise(_half_dataset(ds, a), method, seed=seed, should_stop=should_stop,
+                                                   **params).data, counts, rng)
+
+    results = _each_run({"no denoising (raw half)": (None, {}), **runs}, score, "count splitting", progress, should_stop)
     return {"results": results, "ranking": rank_runs(results)}
 
 
@@ -165,35 +158,22 @@ def frame_pair_validation(
 
     if ds.kind != "stack":
         raise EmcoreError("Frame-pair validation needs a stack of frames (a movie).")
-    results = {}
-    todo = {"no denoising (raw frames)": None, **runs}
-    t0 = time.perf_counter()
-    for i, (label, run) in enumerate(todo.items()):
-        _check_stop(should_stop, i, len(todo))
-        report(progress, i, len(todo), t0, f"frame pairs: {label}")
-        if run is None:
-            fn = lambda s: s.astype(np.float32)  # noqa: E731
-        else:
-            method, params = run
-            fn = lambda s, m=method, p=dict(params): denoise(  # noqa: E731
-                replace(ds, data=s, ground_truth=None, name=f"{ds.name} (odd frames)"), m, seed=seed,
-                should_stop=should_stop, **p).data
-        results[label] = frame_pair_error(fn, ds.data)
-    report(progress, len(todo), len(todo), t0, "frame pairs: done")
+    def score(method, params):
+        if method is None:
+            return frame_pair_error(lambda s: s.astype(np.float32), ds.data)
+        return frame_pair_error(lambda s: denoise(replace(ds, data=s, ground_truth=None, name=f"{ds.name} (odd frames)"),
+                                                  method, seed=seed, should_stop=should_stop, **params).data, ds.data)
+
+    results = _each_run({"no denoising (raw frames)": (None, {}), **runs}, score, "frame pairs", progress, should_stop)
     return {"results": results, "ranking": rank_runs(results)}
 
 
 def frc_curves(ds: Dataset, runs: Mapping[str, tuple[str, Mapping[str, Any]]], *, seed: int = 0,
                progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, dict[str, Any]]:
     """:func:`count_split_frc` of the raw halves ("no denoising") and of every run."""
-    todo = {"no denoising": ("none", {}), **runs}
-    out, t0 = {}, time.perf_counter()
-    for i, (label, (method, params)) in enumerate(todo.items()):
-        _check_stop(should_stop, i, len(todo))
-        report(progress, i, len(todo), t0, f"Fourier ring correlation: {label}")
-        out[label] = count_split_frc(ds, method, params, seed=seed, should_stop=should_stop)
-    report(progress, len(todo), len(todo), t0, "Fourier ring correlation: done")
-    return out
+    return _each_run({"no denoising": ("none", {}), **runs},
+                     lambda m, p: count_split_frc(ds, m, p, seed=seed, should_stop=should_stop),
+                     "Fourier ring correlation", progress, should_stop)
 
 
 VALIDATIONS = {"count_split": count_split_validation, "frame_pair": frame_pair_validation, "frc": frc_curves}
@@ -209,9 +189,17 @@ def run_validation(kind: str, ds: Dataset, runs: Mapping[str, tuple[str, Mapping
     return VALIDATIONS[kind](ds, runs, seed=seed, progress=progress, should_stop=should_stop)
 
 
-def _check_stop(should_stop: StopFn | None, done: int, total: int) -> None:
-    if should_stop is not None and should_stop():
-        raise Stopped(f"Validation stopped on request after {done} of {total} runs; nothing was kept.")
+def _each_run(todo: Mapping[str, tuple[Any, Mapping[str, Any]]], score, what: str, progress: ProgressFn | None,
+              should_stop: StopFn | None) -> dict[str, Any]:
+    """``score(method, params)`` for every ``label -> (method, params)``, with progress and stop."""
+    out, t0 = {}, time.perf_counter()
+    for i, (label, (method, params)) in enumerate(todo.items()):
+        if should_stop is not None and should_stop():
+            raise Stopped(f"{what.capitalize()} stopped on request after {i} of {len(todo)} runs; nothing was kept.")
+        report(progress, i, len(todo), t0, f"{what}: {label}")
+        out[label] = score(method, dict(params))
+    report(progress, len(todo), len(todo), t0, f"{what}: done")
+    return out
 
 
 def _check_shape(ds: Dataset, result: np.ndarray) -> None:

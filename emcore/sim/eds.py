@@ -5,15 +5,6 @@ table of the package).
 
 References
 ----------
-.. [Mohan2022] Mohan, S., Manzorro, R., Vincent, J. L., Tang, B., Sheth, D. Y., Simoncelli,
-   E. P., Matteson, D. S., Crozier, P. A., Fernandez-Granda, C. "Deep denoising for scientific
-   discovery: a case study in electron microscopy", IEEE Trans. Comput. Imaging 8 (2022)
-   585–597. (Pt nanoparticles on CeO2 imaged at 300 kV and ~0.45 e⁻/px.)
-.. [Kirkland2010] Kirkland, E. J. *Advanced Computing in Electron Microscopy*, 2nd ed.,
-   Springer (2010): Ch. 2 (relativistic electron wavelength), Ch. 3 (aberration phase
-   χ(k), weak-phase-object image, focal-spread envelope, delocalisation).
-.. [Jia2004] Jia, C. L., Lentzen, M., Urban, K. "High-resolution transmission electron
-   microscopy using negative spherical aberration", Microsc. Microanal. 10 (2004) 174–184.
 .. [Kramers1923] Kramers, H. A. "On the theory of X-ray absorption and of the continuous
    X-ray spectrum", Phil. Mag. 46 (1923) 836–871.
 .. [Fiori1978] Fiori, C. E., Newbury, D. E. SEM/1978/I (1978) 401; as given in Goldstein,
@@ -27,8 +18,6 @@ References
 .. [Rossouw2015] Rossouw, D. et al. "Multicomponent signal unmixing from nanoheterostructures:
    overcoming the traditional challenges of nanoscale X-ray analysis via machine learning",
    Nano Lett. 15 (2015) 2716–2720 (Fe/Pt core-shell particles; shared/data/eds/core_shell).
-.. [Wyckoff1963] Wyckoff, R. W. G. *Crystal Structures*, Vol. 1, 2nd ed. (1963): lattice
-   constants Pt a = 0.39242 nm (fcc), CeO2 a = 0.5411 nm (fluorite).
 """
 
 from __future__ import annotations

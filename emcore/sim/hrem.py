@@ -14,19 +14,6 @@ References
    χ(k), weak-phase-object image, focal-spread envelope, delocalisation).
 .. [Jia2004] Jia, C. L., Lentzen, M., Urban, K. "High-resolution transmission electron
    microscopy using negative spherical aberration", Microsc. Microanal. 10 (2004) 174–184.
-.. [Kramers1923] Kramers, H. A. "On the theory of X-ray absorption and of the continuous
-   X-ray spectrum", Phil. Mag. 46 (1923) 836–871.
-.. [Fiori1978] Fiori, C. E., Newbury, D. E. SEM/1978/I (1978) 401; as given in Goldstein,
-   J. I. et al. *Scanning Electron Microscopy and X-ray Microanalysis*, 3rd ed. (2003) p. 315.
-.. [Chantler2005] Chantler, C. T. et al. X-Ray Form Factor, Attenuation and Scattering Tables
-   v2.1, NIST (2005), doi:10.18434/T4HS32 (mass absorption coefficients, read via exspy).
-.. [Howie1979] Howie, A. "Image contrast and localized signal selection techniques",
-   J. Microsc. 117 (1979) 11–23.
-.. [Pennycook1989] Pennycook, S. J. "Z-contrast STEM for materials science",
-   Ultramicroscopy 30 (1989) 58–69.
-.. [Rossouw2015] Rossouw, D. et al. "Multicomponent signal unmixing from nanoheterostructures:
-   overcoming the traditional challenges of nanoscale X-ray analysis via machine learning",
-   Nano Lett. 15 (2015) 2716–2720 (Fe/Pt core-shell particles; shared/data/eds/core_shell).
 .. [Wyckoff1963] Wyckoff, R. W. G. *Crystal Structures*, Vol. 1, 2nd ed. (1963): lattice
    constants Pt a = 0.39242 nm (fcc), CeO2 a = 0.5411 nm (fluorite).
 """
