@@ -21,9 +21,14 @@ ds = ui.require_dataset("to compare results")
 cal = ds.calibration
 runs = ui.results_for_current()
 st.caption(f"**{ds.name}** — {ds.kind}, {'×'.join(map(str, ds.data.shape))}")
-other = len(ui.results()) - len(runs)
-if other:
-    st.caption(f"{other} earlier result(s) belong to another dataset and are not shown; reload that dataset to see them.")
+others = ui.other_datasets()
+if others:
+    with st.expander(f"{sum(n for _, _, n in others)} result(s) of {len(others)} other dataset(s) of this session"):
+        by_key = {k: f"{name} — {n} result(s)" for k, name, n in others}
+        pick = st.selectbox("Dataset", list(by_key), format_func=by_key.get, key="cmp_other_dataset")
+        if st.button("Make it the current dataset and show its results", key="btn_other_dataset"):
+            ui.switch_to(pick)
+            st.rerun()
 if not runs:
     st.info("There are no results for this dataset yet: run a method on the Denoise page first.")
     st.page_link("pages/denoise.py", label="Go to the Denoise page", icon=":material/auto_fix_high:")

@@ -37,11 +37,40 @@ def init_state() -> None:
 
 
 def set_dataset(ds: Dataset, origin) -> None:
-    """Make ``ds`` the session's dataset; ``origin`` identifies what produced it."""
+    """Make ``ds`` the session's dataset; ``origin`` identifies what produced it.
+
+    Results belong to the dataset's content (:meth:`Dataset.fingerprint`), not to the load:
+    loading the same data again (the same example at the same seed and dose, the same file)
+    brings its results back.
+    """
     ss = st.session_state
     ss.dataset = ds
     ss.dataset_origin = origin
     ss.dataset_token = ss.get("dataset_token", 0) + 1
+    ss.dataset_key = ds.fingerprint()
+    ss.setdefault("token_keys", {})[ss.dataset_token] = ss.dataset_key
+    # the datasets that have results, so the user can go back to any of them
+    keep = {r["dataset_key"] for r in ss.get("results", [])} | {ss.dataset_key}
+    seen = ss.setdefault("datasets_seen", {})
+    seen[ss.dataset_key] = (ds, origin)
+    for key in [k for k in seen if k not in keep]:
+        del seen[key]
+
+
+def other_datasets() -> list[tuple[str, str, int]]:
+    """``(key, name, number of results)`` of this session's other datasets that have results."""
+    ss = st.session_state
+    counts: dict[str, int] = {}
+    for r in results():
+        counts[r["dataset_key"]] = counts.get(r["dataset_key"], 0) + 1
+    return [(k, ss.datasets_seen[k][0].name, n) for k, n in counts.items()
+            if k != ss.get("dataset_key") and k in ss.get("datasets_seen", {})]
+
+
+def switch_to(key: str) -> None:
+    """Make an earlier dataset of this session (one with results) the current one again."""
+    ds, origin = st.session_state.datasets_seen[key]
+    set_dataset(ds, origin)
 
 
 def current_dataset() -> Dataset | None:
@@ -325,7 +354,7 @@ def collect_finished_jobs() -> list[str]:
         res = job.result
         if job.meta.get("validation") and job.state == "done":
             # a no-reference check: kept for its dataset, shown on the Compare page
-            st.session_state.setdefault("validations", {})[(job.meta["dataset_token"], job.meta["validation"])] = res
+            st.session_state.setdefault("validations", {})[(key_of(job.meta["dataset_token"]), job.meta["validation"])] = res
             notes.append(("success", f"{job.label}: done; the table is on the Compare page."))
         elif isinstance(res, DenoiseResult):
             entry = add_result(res, requested=job.meta.get("requested"), token=job.meta.get("dataset_token"))
@@ -344,22 +373,28 @@ def results() -> list[dict]:
     return st.session_state.setdefault("results", [])
 
 
+def key_of(token: int | None) -> str | None:
+    """The content identity of the dataset loaded as ``token`` (jobs remember the token)."""
+    return st.session_state.get("token_keys", {}).get(token)
+
+
 def validations_for_current() -> dict:
     """The no-reference checks (count split, frame pairs, FRC) run on the current dataset, by kind."""
-    token = st.session_state.get("dataset_token")
-    return {kind: out for (t, kind), out in st.session_state.get("validations", {}).items() if t == token}
+    key = dataset_key()
+    return {kind: out for (k, kind), out in st.session_state.get("validations", {}).items() if k == key}
 
 
 def results_for_current() -> list[dict]:
-    token = st.session_state.get("dataset_token")
-    return [r for r in results() if r["dataset_token"] == token]
+    key = dataset_key()
+    return [r for r in results() if r["dataset_key"] == key]
 
 
 def add_result(res, requested: dict | None = None, label: str | None = None, token: int | None = None) -> dict:
     """Store a :class:`emcore.methods.registry.DenoiseResult` for the dataset ``token`` (default: the current one)."""
     runs = results()
     token = st.session_state.dataset_token if token is None else token
-    n = 1 + sum(r["method"] == res.method for r in runs if r["dataset_token"] == token)
+    key = key_of(token) or dataset_key()
+    n = 1 + sum(r["method"] == res.method for r in runs if r["dataset_key"] == key)
     entry = {
         "id": f"{res.method}-{len(runs) + 1}",
         "label": label or f"{res.method} #{n}",
@@ -373,6 +408,7 @@ def add_result(res, requested: dict | None = None, label: str | None = None, tok
         "log": list(res.log),
         "artifacts": dict(getattr(res, "artifacts", {}) or {}),
         "dataset_token": token,
+        "dataset_key": key,
         "metrics": {},
         "metrics_cache": {},
     }
@@ -389,12 +425,7 @@ def add_result(res, requested: dict | None = None, label: str | None = None, tok
 
 def dataset_key() -> str | None:
     """The current dataset's content identity (:meth:`Dataset.fingerprint`), computed once per load."""
-    ss = st.session_state
-    if ss.get("dataset_key_token") != ss.get("dataset_token"):
-        ds = current_dataset()
-        ss.dataset_key = None if ds is None else ds.fingerprint()
-        ss.dataset_key_token = ss.get("dataset_token")
-    return ss.get("dataset_key")
+    return st.session_state.get("dataset_key")
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

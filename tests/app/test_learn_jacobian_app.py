@@ -40,7 +40,8 @@ def _inject(at: AppTest, method: str, artifacts: dict) -> None:
         data = np.asarray(ds.data, np.float32).copy()
     entry = {"id": f"{method}-1", "label": f"{method} #1", "method": method, "params": {}, "requested": {},
              "seconds": 0.1, "device": "cpu", "data": data, "log": [], "artifacts": artifacts,
-             "dataset_token": at.session_state["dataset_token"], "metrics": {}, "metrics_cache": {}}
+             "dataset_token": at.session_state["dataset_token"], "dataset_key": at.session_state["dataset_key"],
+             "metrics": {}, "metrics_cache": {}}
     results = list(at.session_state["results"]) if "results" in at.session_state else []
     at.session_state["results"] = results + [entry]
 

@@ -320,3 +320,30 @@ def test_second_upload_replaces_the_first():
     assert not at.exception and not _errors(at)
     assert at.session_state["dataset"].name == "b.npy" and at.session_state["dataset"].data.shape == (48, 24)
     assert any("Using the newest file, b.npy" in c.value for c in at.caption)
+
+
+def test_results_come_back_when_the_same_dataset_is_loaded_again():
+    """Results belong to the dataset's content: switching to another example hides them, loading
+    the identical example (same seed and dose) again shows them, and Compare lists the other
+    datasets of the session with a way back."""
+    at = _app()
+    _run_method(at, "wiener")
+    at.switch_page("pages/data.py").run()
+    at.selectbox(key="example_name").set_value("movie").run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("no results for this dataset yet" in i.value for i in at.info)
+    # back to the same example, same seed and dose: the result is there again
+    at.switch_page("pages/data.py").run()
+    at.selectbox(key="example_name").set_value("hrem").run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert list(at.dataframe[0].value["result"]) == ["wiener #1"]
+    # from another dataset, Compare offers the way back to the HRTEM example
+    at.switch_page("pages/data.py").run()
+    at.selectbox(key="example_name").set_value("movie").run()
+    at.switch_page("pages/compare.py").run()
+    at.button(key="btn_other_dataset").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["dataset"].kind == "image"
+    assert list(at.dataframe[0].value["result"]) == ["wiener #1"]
