@@ -1,4 +1,4 @@
-"""Command-line interface: ``python -m emcore {info,simulate,methods,denoise,train,bench} ...``.
+"""Command-line interface: ``python -m emcore {info,simulate,methods,denoise,train,bench,batch} ...``.
 
 Expected problems print one sentence to stderr and exit with status 2; anything else is a
 bug and keeps its traceback.
@@ -274,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="small cases only (about a minute)")
     b.add_argument("--methods", nargs="*", help="only these methods")
     b.set_defaults(func=_cmd_bench)
+
+    from emcore.batch.command import add_parser as add_batch_parser
+
+    add_batch_parser(sub)
     return p
 
 

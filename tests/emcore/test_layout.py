@@ -25,7 +25,7 @@ LAYERS = [
     ("emcore.train",),
     ("emcore.methods",),
     ("emcore.evaluate", "emcore.learn"),
-    ("emcore.jobs",),
+    ("emcore.jobs", "emcore.batch"),
     ("emcore.cli", "emcore.__main__", "emcore"),
 ]
 MAX_LINES = 600
