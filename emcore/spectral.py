@@ -140,10 +140,12 @@ def element_map(cube: np.ndarray, line: XrayLine | str, cal: Calibration) -> np.
     return np.asarray(cube[:, :, lo:hi], dtype=np.float32).sum(axis=2, dtype=np.float64).astype(np.float32)
 
 
-def suggest_lines(spectrum: np.ndarray, cal: Calibration, k: int = 6) -> list[str]:
+def suggest_lines(spectrum: np.ndarray, cal: Calibration, k: int = 6, candidates=None) -> list[str]:
     """The ``k`` α lines that stand highest above the local background of a summed spectrum.
 
-    A quick, transparent guess for an unknown sample; the user chooses the final list.
+    A quick, transparent guess for an unknown sample; the user chooses the final list. With
+    ``candidates`` (line names, e.g. the elements a file's metadata lists), only those lines
+    are considered — still ranked by the peaks actually present, one line per element.
     """
     n = spectrum.shape[0]
     try:
@@ -157,7 +159,10 @@ def suggest_lines(spectrum: np.ndarray, cal: Calibration, k: int = 6) -> list[st
     energy = (cal.energy_offset + cal.energy_scale * np.arange(n)) * kev
     excess_all = np.asarray(spectrum, float) - background
     scores = []
+    allowed = None if candidates is None else set(candidates)
     for x in xray_lines(max(lo_e, 0.1), hi_e):
+        if allowed is not None and x.name not in allowed:
+            continue
         lo, hi = line_channels(x, cal, n)
         excess = float(excess_all[lo:hi].sum())
         noise = float(np.sqrt(max(background[lo:hi].sum(), 1.0)))

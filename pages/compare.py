@@ -43,8 +43,10 @@ if ds.kind == "cube":
         e_all = ds.energy_axis()
         kev = 1e-3 if cal.energy_unit.lower() == "ev" else 1.0
         available = [x.name for x in spectral.xray_lines(max(e_all[0] * kev, 0.1), e_all[-1] * kev)]
-        suggested = ui.derived("suggested", lambda: [x for x in ds.metadata.get("xray_lines", []) if x in available][:6]
-                               or spectral.suggest_lines(spectrum, cal))
+        # the lines whose peaks stand highest in this spectrum (among the file's own list, when it has one)
+        suggested = ui.derived("suggested", lambda: spectral.suggest_lines(
+            spectrum, cal, candidates=[x for x in ds.metadata.get("xray_lines", []) if x in available] or None)
+            or spectral.suggest_lines(spectrum, cal))
         lines = st.multiselect("Element lines (integrated over 2 × FWHM of the detector)", available,
                                default=suggested, key=f"lines_{st.session_state.dataset_token}")
     except EmcoreError as err:
@@ -187,7 +189,8 @@ def viewer() -> None:
         e_all = ds.energy_axis()
         lo_ch = max(0, channel - width // 2)
         marker = (e_all[lo_ch] - cal.energy_scale / 2, e_all[min(n - 1, lo_ch + width - 1)] + cal.energy_scale / 2)
-        st.plotly_chart(ui.spectrum_figure(e_all, curves, unit=cal.energy_unit, log=logy, marker=marker), key="cmp_spec")
+        st.plotly_chart(ui.spectrum_figure(e_all, curves, unit=cal.energy_unit, log=logy, marker=marker, lines=lines),
+                        key="cmp_spec")
 
     st.session_state["cmp_view"] = {"frame": frame, "channel": channel, "width": width, "profiles": profiles}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from emcore import EmcoreError, TooLargeError, io, sim
+from emcore import EmcoreError, TooLargeError, io, sim, spectral
 from emcore.data.display import energy_window_map, summed_spectrum
 from pages import ui
 
@@ -213,7 +213,15 @@ else:
     curves = {"Data (sum over pixels)": spectrum}
     if spectrum_gt is not None:
         curves["Ground truth"] = spectrum_gt
-    st.plotly_chart(ui.spectrum_figure(energy, curves, unit=cal.energy_unit, log=log, marker=(lo_e, hi_e)), key="prev_spec")
+    try:  # the lines whose peaks stand out, labelled on the spectrum (the Compare page maps them)
+        found = ui.derived("found_lines", lambda: spectral.suggest_lines(spectrum, cal))
+    except EmcoreError:
+        found = []
+    st.plotly_chart(ui.spectrum_figure(energy, curves, unit=cal.energy_unit, log=log, marker=(lo_e, hi_e), lines=found),
+                    key="prev_spec")
+    if found:
+        st.caption("Lines whose peaks stand out of the background: " + ", ".join(x.replace("_", " ") for x in found)
+                   + ". Their element maps are on the Compare page.")
     panels = [("Data", energy_window_map(ds.data, ch, width), "viridis")]
     if ds.ground_truth is not None:
         panels.append(("Ground truth", energy_window_map(ds.ground_truth, ch, width), "viridis"))

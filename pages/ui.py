@@ -147,13 +147,28 @@ def spectrum_figure(
     log: bool = False,
     marker: tuple[float, float] | None = None,
     height: int = 300,
+    lines: tuple[str, ...] | list[str] = (),
 ) -> go.Figure:
-    """Spectra against energy; ``marker`` = (low, high) energy window shaded on the plot."""
+    """Spectra against energy; ``marker`` = (low, high) energy window shaded on the plot;
+    ``lines`` (X-ray line names such as ``"Fe_Ka"``) are marked and labelled at their energies,
+    as HyperSpy's ``add_lines`` does."""
+    from emcore import spectral
+
     fig = go.Figure()
     for label, y in curves.items():
         fig.add_trace(go.Scatter(x=energy, y=y, mode="lines", name=label))
     if marker is not None:
         fig.add_vrect(x0=marker[0], x1=marker[1], fillcolor="orange", opacity=0.3, line_width=0)
+    per_kev = 1000.0 if unit.strip().lower() == "ev" else 1.0
+    for name in lines:
+        try:
+            e = spectral.get_line(name).energy_kev * per_kev
+        except EmcoreError:
+            continue
+        if energy[0] <= e <= energy[-1]:
+            fig.add_vline(x=e, line_dash="dot", line_color="grey", line_width=1,
+                          annotation_text=name.replace("_", " "), annotation_textangle=-90,
+                          annotation_position="top", annotation_font_size=10)
     fig.update_layout(
         height=height,
         margin=dict(l=10, r=10, t=30, b=10),
@@ -193,34 +208,92 @@ def show_error(message: str) -> None:
 
 
 # -- method parameters and results -------------------------------------------------------
-def param_widgets(method, container=None) -> dict:
-    """Widgets built from a method's declared parameters; returns {name: value}."""
-    c = container or st
-    values = {}
-    for p in method.params:
-        key = f"p_{method.name}_{p.name}"
-        if p.type == "path":
-            continue  # files (e.g. weights) are chosen by the page itself, from an upload
-        if p.auto:
-            auto = c.checkbox(f"{p.title}: estimate from the data", value=True, key=key + "_auto", help=p.help)
-            if auto:
-                values[p.name] = None
-                continue
-        if p.type == "bool":
-            values[p.name] = c.checkbox(p.title, value=bool(p.default), key=key, help=p.help)
-        elif p.type == "choice":
-            values[p.name] = c.selectbox(p.title, list(p.choices), index=list(p.choices).index(p.default), key=key, help=p.help)
-        elif p.type == "int":
-            start = p.default if p.default is not None else int(p.min or 0)
-            values[p.name] = int(c.number_input(p.title, min_value=int(p.min) if p.min is not None else None,
-                                                max_value=int(p.max) if p.max is not None else None,
-                                                value=int(start), step=1, key=key, help=p.help))
-        else:
-            start = p.default if p.default is not None else (p.min if p.min is not None else 0.0)
-            values[p.name] = float(c.number_input(p.title, min_value=float(p.min) if p.min is not None else None,
-                                                  max_value=float(p.max) if p.max is not None else None,
-                                                  value=float(start), format="%g", key=key, help=p.help))
+_GROUPS = {"training": ("Training", True), "advanced": ("Advanced", False)}  # title, expanded
+
+
+def param_widgets(method, ds: Dataset) -> dict:
+    """Widgets built from a method's declared parameters; returns {name: value}.
+
+    Main parameters come first, then each group (training, advanced) in an expander. A
+    parameter whose ``when`` does not hold is not shown and keeps its default. A
+    ``preset=True`` parameter shows the value the chosen preset will use, and follows the
+    preset when it changes; it is returned as None ("the preset's") unless changed. A path
+    parameter is an upload, saved under a name of our own.
+    """
+    values = method.defaults()
+    for group in ("", *_GROUPS):
+        shown = [p for p in method.params if p.group == group]
+        if not any(p.applies(values) for p in shown):
+            continue
+        box = st.expander(*_GROUPS[group]) if group else st.container()
+        with box:
+            for p in shown:
+                if p.applies(values):
+                    values[p.name] = _widget(method, p, ds, method.from_preset(values))
     return values
+
+
+def _widget(method, p, ds: Dataset, presets: dict):
+    key = f"p_{method.name}_{p.name}"
+    if p.type == "path":
+        return _upload(method, p, key)
+    if p.auto and st.checkbox(f"{p.title}: estimate from the data", value=True, key=key + "_auto", help=p.help):
+        return None
+    if p.type == "bool":
+        return st.checkbox(p.title, value=bool(p.default), key=key, help=p.help)
+    if p.type == "choice":
+        options = list(p.choices_for(ds.kind))
+        index = options.index(p.default) if p.default in options else 0
+        return st.selectbox(p.title, options, index=index, key=key, help=p.help,
+                            format_func=lambda c: p.choice_labels.get(c, str(c)))
+    number = int if p.type == "int" else float
+    bounds = dict(min_value=number(p.min) if p.min is not None else None,
+                  max_value=number(p.max) if p.max is not None else None)
+    fmt = dict(step=1) if number is int else dict(format="%g")
+    if p.preset:
+        target = presets.get(p.name)
+        if key not in st.session_state or st.session_state.get(key + "__preset", ()) != target:
+            # first shown, or a new preset: show the preset's value
+            st.session_state[key] = None if target is None else number(target)
+            st.session_state[key + "__preset"] = target
+        v = st.number_input(p.title, **bounds, **fmt, key=key, placeholder="none", help=p.help)
+        return None if v is None or v == target else number(v)
+    if p.default is None and not p.auto:
+        v = st.number_input(p.title, **bounds, **fmt, value=None, key=key, placeholder="none", help=p.help)
+        return None if v is None else number(v)
+    start = p.default if p.default is not None else (p.min if p.min is not None else 0)
+    return number(st.number_input(p.title, **bounds, **fmt, value=number(start), key=key, help=p.help))
+
+
+def duration_words(seconds: float) -> str:
+    """"12 s", "4 min", "1.5 h": a cost estimate in words (estimates are good to a factor of ~2)."""
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _upload(method, p, key: str) -> str | None:
+    """A path parameter from an upload: saved once in this session's folder, under a name of our own."""
+    up = st.file_uploader(p.title, type=list(p.file_types) or None, key=key, help=p.help)
+    if up is None:
+        return None
+    saved = st.session_state.get(key + "__saved")
+    if saved is None or saved[0] != up.file_id:
+        try:
+            if p.upload is not None:
+                path = p.upload(up.getvalue(), up.name, _session_dir())
+            else:
+                path = os.path.join(_session_dir(), f"upload_{method.name}_{p.name}{os.path.splitext(up.name)[1].lower()}")
+                with open(path, "wb") as fh:
+                    fh.write(up.getvalue())
+        except EmcoreError as err:
+            show_error(str(err))
+            return None
+        saved = st.session_state[key + "__saved"] = (up.file_id, path)
+    st.caption(f"Using {up.name}.")
+    return saved[1]
 
 
 def job_slot(method) -> str:
@@ -245,87 +318,12 @@ def _session_dir() -> str:
     return ss.session_dir
 
 
-def check_weights_upload(method_name: str, upload) -> tuple[str | None, str | None]:
-    """Save an uploaded weights file under a name of our own and check it fits the network.
-
-    Returns ``(path, None)`` or ``(None, sentence)``.
-    """
-    from emcore.methods.supervised import save_uploaded_weights
-
-    try:
-        return save_uploaded_weights(method_name, upload.getvalue(), upload.name, _session_dir()), None
-    except EmcoreError as err:
-        return None, str(err)
-
-
 def trained_weights_bytes(path: str) -> bytes | None:
     try:
         with open(path, "rb") as fh:
             return fh.read()
     except OSError:
         return None
-
-
-def training_form(method, ds: Dataset):
-    """The "Train now" form of a supervised network; returns ``(plan, clean, submitted)``.
-
-    ``plan`` is an :class:`emcore.methods.supervised.TrainingPlan` (None when the settings
-    are refused, with the reason shown); ``clean`` a clean image for pair training or None.
-    """
-    from emcore.methods.supervised import TrainingPlan
-
-    name = method.name
-    sources = {"simulated": "Simulated HRTEM pairs (no data needed)"}
-    if ds.kind == "stack":
-        sources["frames"] = "Noise2Noise: pairs of registered frames of this stack"
-    if ds.kind in ("image", "stack"):
-        sources["pairs"] = "Noisy/clean pairs: this dataset and its clean version"
-    with st.form(f"train_{name}"):
-        src = st.radio("Training data", list(sources), format_func=sources.get, key=f"t_{name}_source")
-        c1, c2, c3 = st.columns(3)
-        steps = int(c1.number_input("Steps", 1, 200_000, 300, key=f"t_{name}_steps",
-                                    help="Optimiser steps. On 2 CPU cores a UNet-32 does about 3–4 steps/s; a GPU 50× more."))
-        minutes = float(c2.number_input("Time limit (min, 0 = none)", 0.0, 24 * 60.0, 0.0, key=f"t_{name}_minutes"))
-        lr = float(c3.number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%g", key=f"t_{name}_lr"))
-        c1, c2, c3 = st.columns(3)
-        batch = int(c1.number_input("Batch", 1, 256, 4, key=f"t_{name}_batch"))
-        patch = int(c2.number_input("Patch (px)", 16, 1024, 128 if ds.kind != "cube" else 64, step=16, key=f"t_{name}_patch"))
-        seed = int(c3.number_input("Seed", 0, 1_000_000, 0, key=f"t_{name}_seed"))
-        c1, c2, c3 = st.columns(3)
-        dose_min = float(c1.number_input("Dose min (e⁻/px, simulated)", 0.01, 1e4, 0.3, format="%g", key=f"t_{name}_dmin"))
-        dose_max = float(c2.number_input("Dose max (e⁻/px, simulated)", 0.01, 1e4, 20.0, format="%g", key=f"t_{name}_dmax"))
-        noise = c3.selectbox("Noise (simulated)", ["mixed", "poisson", "poisson_gaussian"], key=f"t_{name}_noise")
-        finetune = st.checkbox("Start from the shipped weights (fine-tune)", value=False,
-                               key=f"t_{name}_finetune",
-                               help="Fine-tuning the shipped network on your data needs far fewer steps than training from scratch.")
-        clean_file = None
-        if "pairs" in sources and ds.ground_truth is None:
-            clean_file = st.file_uploader("Clean version of this dataset (same shape), for noisy/clean pairs",
-                                          key=f"t_{name}_clean")
-        submitted = st.form_submit_button("Train and denoise", type="primary")
-    if not submitted:
-        return None, None, False
-    clean = None
-    if src == "pairs" and ds.ground_truth is None:
-        if clean_file is None:
-            show_error("Noisy/clean training needs the clean version: upload it above (or use another training data choice).")
-            return None, None, False
-        from emcore import io
-
-        try:
-            clean = io.load_bytes([(clean_file.name, clean_file.getvalue())], kind=ds.kind).data
-        except EmcoreError as err:
-            show_error(str(err))
-            return None, None, False
-    try:
-        plan = TrainingPlan(model=name, source=src, steps=steps, max_seconds=minutes * 60 or None, batch_size=batch,
-                            patch_size=patch, lr=lr, seed=seed, dose_min=min(dose_min, dose_max),
-                            dose_max=max(dose_min, dose_max), noise=noise, start_from_shipped=finetune,
-                            val_every=max(10, min(100, steps // 5)))
-    except EmcoreError as err:
-        show_error(str(err))
-        return None, None, False
-    return plan, clean, True
 
 
 def owner_id() -> str:

@@ -97,3 +97,16 @@ def test_report_is_self_contained_html(eds):
     assert "<script" not in html
     assert not re.search(r"(src|href)=['\"]https?://", html)  # opens offline: nothing fetched
     assert html.count("data:image/png;base64,") >= 3  # panels, profile, spectra
+
+
+def test_suggested_lines_come_from_the_peaks_present():
+    """The Fe/Pt example lists Ni among its elements, but its spectrum shows Pt: the suggestion
+    ranks the listed lines by their peaks (Pt Lα in, one line per element)."""
+    from emcore import sim
+    from emcore.data.display import summed_spectrum
+
+    ds = sim.example("eds", seed=0, size=64)
+    lines = spectral.suggest_lines(summed_spectrum(ds.data), ds.calibration, candidates=ds.metadata["xray_lines"])
+    assert "Pt_La" in lines and "Fe_Ka" in lines
+    assert len({x.split("_")[0] for x in lines}) == len(lines)
+    assert set(lines) <= set(ds.metadata["xray_lines"])
