@@ -398,8 +398,8 @@ to_save = e1.selectbox("Result", labels, index=len(labels) - 1, key="export_whic
 fmt = e2.selectbox("Format", [".hspy", ".tif", ".npy"], key="export_fmt")
 entry = next(r for r in runs if r["label"] == to_save)
 # Deferred: the file is only written when the button is clicked, not on every rerun.
-e3.download_button("Download result", lambda: ui.result_bytes(ds, entry, fmt), file_name=f"{entry['id']}{fmt}",
-                   key="dl_result")
+e3.download_button("Download result", lambda: ui.result_bytes(ds, entry, fmt), file_name=ui.export_name(entry, fmt),
+                   key="dl_result", help="The file is named after the result's label.")
 report_runs = picked or runs
 st.download_button("Download HTML report (works offline)",
                    lambda: ui.report_html(ds, report_runs, frame=view_state.get("frame", 0), channel=view_state.get("channel"),

@@ -520,7 +520,13 @@ def frc_figure(curves: dict) -> go.Figure:
     fig = go.Figure()
     for label, c in curves.items():
         res = c["resolution_px"]
-        name = f"{label} ({res:.1f} px)" if res is not None else f"{label} (beyond Nyquist)"
+        f0 = float(np.asarray(c["frequencies"])[0]) if len(c["frequencies"]) else 0.0
+        if res is None:
+            name = f"{label} (agrees up to the pixel size: 2 px or better)"
+        elif f0 > 0 and res >= 0.999 / f0:  # below the threshold at the very first ring
+            name = f"{label} (no reproducible detail at any scale)"
+        else:
+            name = f"{label} (finest reproducible detail {res:.1f} px)"
         fig.add_trace(go.Scatter(x=c["frequencies"], y=c["frc"], mode="lines", name=name))
     fig.add_hline(y=1 / 7, line_dash="dot", annotation_text="1/7")
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="Spatial frequency (1/px)",
@@ -540,6 +546,13 @@ def result_bytes(ds: Dataset, entry: dict, ext: str) -> bytes:
         io.save(out, path)
         with open(path, "rb") as f:
             return f.read()
+
+
+def export_name(entry: dict, ext: str) -> str:
+    """A download name that matches the result's label ("unet #1" → "unet-1.npy")."""
+    import re
+
+    return (re.sub(r"[^A-Za-z0-9]+", "-", entry["label"]).strip("-") or "result") + ext
 
 
 def report_html(ds: Dataset, runs: list[dict], **kwargs) -> str:
