@@ -138,6 +138,9 @@ class JobManager:
             time.sleep(0.02)
 
     # -- the worker ----------------------------------------------------------------
+    # Every change of a job's state happens under ``self._lock``: cancel() reads and writes
+    # it there, so a cancel landing at the moment a job completes is either seen by the
+    # worker (the job ends "stopped") or finds the job already final (and does nothing).
     def _work(self, slot: str) -> None:
         while True:
             with self._lock:
@@ -147,30 +150,62 @@ class JobManager:
                 job = self._jobs[self._queues[slot].popleft()]
                 job.state = "running"
                 job.started = time.time()
-            self._run(job)
+            try:
+                self._run(job)
+            except BaseException as err:  # noqa: BLE001 - a bug in _run itself: the queue must go on
+                log.error("job %s: worker error:\n%s", job.id, traceback.format_exc())
+                self._finish(job, "failed", f"Internal error ({_describe(err)}); please report it.")
 
     def _run(self, job: Job) -> None:
         def progress(p: Progress) -> None:
-            job.progress = p
-            if len(job.history) < _HISTORY_LIMIT:
-                job.history.append({"step": p.step, "elapsed": p.elapsed, **{f"loss_{k}": v for k, v in p.losses.items()},
-                                    **dict(p.metrics)})
+            point = {"step": p.step, "elapsed": p.elapsed, **{f"loss_{k}": v for k, v in p.losses.items()},
+                     **dict(p.metrics)}
+            with self._lock:
+                job.progress = p
+                if len(job.history) < _HISTORY_LIMIT:
+                    job.history.append(point)
 
+        result, error, stopped_by_error = None, None, False
         try:
             result = job.fn(progress, job._stop.is_set)
         except EmcoreError as err:
-            stopped = job._stop.is_set() and "stop" in str(err).lower()
-            job.state, job.error = ("stopped" if stopped else "failed"), str(err)
+            error, stopped_by_error = str(err), "stop" in str(err).lower()
         except MemoryError:
-            job.state, job.error = "failed", "Not enough memory for this job; bin the data or use a smaller patch or batch."
+            error = "Not enough memory for this job; bin the data or use a smaller patch or batch."
         except Exception as err:  # a bug: keep the worker alive and say so
             log.error("job %s failed:\n%s", job.id, traceback.format_exc())
-            job.state, job.error = "failed", f"Internal error ({type(err).__name__}: {err}); please report it."
-        else:
+            error = f"Internal error ({_describe(err)}); please report it."
+        except BaseException as err:  # noqa: BLE001 - SystemExit, KeyboardInterrupt...: the worker must live
+            log.error("job %s ended abruptly:\n%s", job.id, traceback.format_exc())
+            error = f"The job was cut short ({_describe(err)}) before it finished; run it again."
+        with self._lock:
+            # Read the stop request under the lock: cancel() cannot slip in between.
+            if error is None:
+                state = "stopped" if job._stop.is_set() else "done"
+            else:
+                state = "stopped" if stopped_by_error and job._stop.is_set() else "failed"
+            self._finish_locked(job, state, error, result)
+
+    def _finish(self, job: Job, state: str, error: str | None = None, result: Any = None) -> None:
+        with self._lock:
+            if job.active:
+                self._finish_locked(job, state, error, result)
+
+    @staticmethod
+    def _finish_locked(job: Job, state: str, error: str | None, result: Any) -> None:
+        job.state, job.error, job.finished = state, error, time.time()
+        if error is None:
             job.result = result
-            job.state = "stopped" if job._stop.is_set() else "done"
-        finally:
-            job.finished = time.time()
+
+
+def _describe(err: BaseException) -> str:
+    """``Type: message`` of an exception, on one line, even when ``str(err)`` itself fails."""
+    try:
+        text = " ".join(str(err).split())
+    except Exception:  # noqa: BLE001 - a broken __str__ must not kill the worker
+        text = ""
+    text = text if len(text) <= 200 else text[:199] + "…"
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 _MANAGER: JobManager | None = None

@@ -91,3 +91,67 @@ def test_forget_only_finished(n):
     m.wait(j, 10)
     m.forget(j)
     assert m.get(j) is None
+
+
+@pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt()])
+def test_base_exception_job_fails_with_a_sentence_and_the_queue_goes_on(exc):
+    m = JobManager()
+
+    def abrupt(progress, should_stop):
+        raise exc
+
+    j1 = m.submit("s", "abrupt", abrupt)
+    j2 = m.submit("s", "next", _counting(2))
+    job = m.wait(j1, 10)
+    assert job.state == "failed" and job.finished is not None
+    assert job.error.startswith("The job was cut short (") and job.error.endswith("; run it again.")
+    assert type(exc).__name__ in job.error and "\n" not in job.error
+    assert m.wait(j2, 10).state == "done"  # the worker thread survived
+
+
+def test_cancel_at_the_moment_of_completion_leaves_a_final_state(monkeypatch):
+    """Force the interleaving that used to leave a job 'stopping' for ever.
+
+    cancel() (holding the manager's lock) has read 'running' and is about to write
+    'stopping'; right then the job's function returns and the worker writes its final state.
+    Unlocked, that final write landed first and 'stopping' overwrote it. Now the worker's
+    write waits for the lock, sees the stop request and ends the job 'stopped'.
+    """
+    from emcore import jobs
+
+    release, final_written = threading.Event(), threading.Event()
+
+    class RacingJob(jobs.Job):
+        def __setattr__(self, name, value):
+            if name == "state" and value == "stopping":
+                release.set()  # let the job return now, in the middle of cancel()
+                final_written.wait(0.3)  # give an unlocked worker the time to write first
+            super().__setattr__(name, value)
+            if name == "state" and value in ("done", "stopped", "failed"):
+                final_written.set()
+
+    monkeypatch.setattr(jobs, "Job", RacingJob)
+    m = JobManager()
+
+    def finishes_when_released(progress, should_stop):
+        release.wait(10)
+        return "result"
+
+    j = m.submit("s", "racy", finishes_when_released)
+    while m.get(j).state != "running":
+        time.sleep(0.001)
+    m.cancel(j)
+    job = m.wait(j, timeout=5)
+    assert job.state == "stopped" and job.result == "result" and job.finished is not None
+    m.cancel(j)  # a cancel after the end changes nothing
+    assert m.get(j).state == "stopped"
+
+
+def test_cancel_racing_completion_always_ends_in_one_final_state():
+    m = JobManager()
+    ids = [m.submit("s", f"quick {i}", lambda progress, should_stop: "ok", slot="race") for i in range(200)]
+    for j in ids:
+        m.cancel(j)  # lands anywhere: queued, running, finishing or finished
+    for j in ids:
+        job = m.wait(j, timeout=10)
+        assert job is None or job.state in ("done", "stopped"), job.state
