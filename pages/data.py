@@ -177,6 +177,39 @@ for k, v in summary.get("acquisition", {}).items():
     rows[ACQ_LABELS.get(k, k.replace("_", " "))] = f"{v:g}" if isinstance(v, float) else str(v)
 st.table({"": list(rows.keys()), "value": list(rows.values())})
 
+whole = ui.derived("whole_counts", lambda: bool(np.all(ds.data >= 0) and np.all(np.mod(ds.data, 1) == 0)))
+if whole and not ds.is_counts:
+    st.caption("Every value is a whole number ≥ 0. If these are detector counts, say so below: the Poisson "
+               "noise model and count-split validation then apply.")
+with st.expander("Calibration and counts", expanded=not cal.is_spatially_calibrated and ds.ground_truth is None):
+    st.caption("Correct what the file did not say. Results already computed stay with this dataset.")
+    k1, k2, k3 = st.columns(3)
+    size = k1.number_input("Pixel size", min_value=1e-9, value=float(cal.pixel_size), format="%g", key="cal_pixel_size")
+    units = ["px", "pm", "Å", "nm", "µm"]
+    unit = k2.selectbox("Pixel unit", units, index=units.index(cal.pixel_unit) if cal.pixel_unit in units else 0,
+                        key="cal_pixel_unit", help="'px' means uncalibrated.")
+    counts = k3.checkbox("Raw counts (Poisson)", value=ds.is_counts, key="cal_counts",
+                         help="The values are numbers of detected electrons or X-rays per pixel.")
+    new_cal = dict(pixel_size=float(size), pixel_unit=unit)
+    if ds.kind == "cube":
+        e1, e2, e3 = st.columns(3)
+        new_cal["energy_offset"] = float(e1.number_input("Energy of channel 0", value=float(cal.energy_offset),
+                                                         format="%g", key="cal_e0"))
+        new_cal["energy_scale"] = float(e2.number_input("Energy per channel", min_value=1e-9,
+                                                        value=float(cal.energy_scale), format="%g", key="cal_de"))
+        eunits = ["keV", "eV"]
+        new_cal["energy_unit"] = e3.selectbox("Energy unit", eunits, index=eunits.index(cal.energy_unit)
+                                              if cal.energy_unit in eunits else 0, key="cal_eunit")
+    if st.button("Apply", key="cal_apply"):
+        from dataclasses import replace
+
+        try:
+            ui.set_dataset(replace(ds, calibration=replace(cal, **new_cal), is_counts=bool(counts)),
+                           st.session_state.get("dataset_origin"))
+            st.rerun()
+        except EmcoreError as err:
+            ui.show_error(str(err))
+
 # -- preview -----------------------------------------------------------------------
 st.subheader("Preview")
 clip = st.slider("Contrast: clip % of pixels at each end", 0.0, 5.0, 0.5, 0.1, key="clip_percent")

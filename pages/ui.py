@@ -435,7 +435,11 @@ def derived(name: str, build, *parts):
     """``build()`` once per dataset content for ``name`` and ``parts`` (summed spectrum, summary,
     suggested lines, element maps...), kept by Streamlit's data cache and shared by sessions
     that load the same data; ``parts`` name every other input of ``build``."""
-    return _derived(name, dataset_key(), parts, build)
+    ds = current_dataset()
+    # calibration and the counts flag are not part of the content key (results survive their
+    # correction) but derived data (energy ranges, suggested lines) depend on them
+    variant = None if ds is None else (ds.calibration, ds.is_counts)
+    return _derived(name, dataset_key(), (variant, *parts), build)
 
 
 def panels_figure(

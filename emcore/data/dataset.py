@@ -146,10 +146,11 @@ class Dataset:
 
     # -- derived views -------------------------------------------------------------
     def fingerprint(self) -> str:
-        """A content identity: the same data, ground truth, HAADF and calibration give the
-        same string (BLAKE2b), whatever loaded them; used to recognise a dataset again."""
+        """A content identity: the same data, ground truth and HAADF give the same string
+        (BLAKE2b), whatever loaded them; used to recognise a dataset again. Calibration and
+        the counts flag are left out on purpose: correcting them keeps the dataset's results."""
         h = hashlib.blake2b(digest_size=16)
-        h.update(f"{self.kind}|{self.calibration.to_dict()}|{self.is_counts}".encode())
+        h.update(self.kind.encode())
         for arr in (self.data, self.ground_truth, self.haadf):
             if arr is None:
                 h.update(b"-")

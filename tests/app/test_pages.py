@@ -279,8 +279,9 @@ def test_long_job_shows_progress_and_can_be_stopped():
     at.selectbox(key="example_name").set_value("eds").run()
     at.switch_page("pages/denoise.py").run()
     at.selectbox(key="method_choice").set_value("bm3d").run()
-    assert any("BM3D on this spectrum image will take about" in w.value for w in at.warning)
-    at.checkbox(key="bm3d_confirm").check().run()
+    # Any method whose estimate exceeds a minute warns, next to the Run button that starts it anyway.
+    assert any("BM3D on this data will take about" in w.value and "Stop ends it early" in w.value
+               for w in at.warning)
     next(b for b in at.button if b.label == "Run").click().run()
     assert not at.exception, [e.value for e in at.exception]
     time.sleep(1.0)
@@ -347,3 +348,22 @@ def test_results_come_back_when_the_same_dataset_is_loaded_again():
     assert not at.exception, [e.value for e in at.exception]
     assert at.session_state["dataset"].kind == "image"
     assert list(at.dataframe[0].value["result"]) == ["wiener #1"]
+
+
+def test_calibration_and_counts_can_be_entered_for_an_uncalibrated_file(tmp_path):
+    """An .npy has no calibration: the Data page takes a pixel size and the counts flag, and the
+    dataset's results stay with it."""
+    at = _app()
+    g = np.random.default_rng(0)
+    arr = (g.poisson(3.0, (64, 64)) * 0.5).astype(np.float32)  # counts scaled by the detector gain
+    at.radio(key="data_source").set_value("Upload a file").run()
+    at.file_uploader(key="upload_files").set_value(("counts.npy", _npy_bytes(arr), "application/octet-stream")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.session_state["dataset"].is_counts
+    at.number_input(key="cal_pixel_size").set_value(0.05)
+    at.selectbox(key="cal_pixel_unit").set_value("nm")
+    at.checkbox(key="cal_counts").check()
+    at.button(key="cal_apply").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    ds = at.session_state["dataset"]
+    assert ds.is_counts and ds.calibration.pixel_unit == "nm" and ds.calibration.pixel_size == 0.05
