@@ -22,7 +22,7 @@ from emcore.batch.task import FileTask, failed_row, run_file
 from emcore.errors import EmcoreError, Stopped
 from emcore.progress import Progress, ProgressFn, StopFn
 
-CONNECT_TIMEOUT_S = 8.0  # a scheduler that does not answer is reported well within 10 s
+CONNECT_TIMEOUT_S = 5.0  # a scheduler that does not answer is reported well within 10 s
 IN_FLIGHT_PER_WORKER = 2
 # Files a reader takes together with another one: they are not inputs of their own.
 _COMPANIONS = {".ser": ".emi", ".raw": ".rpl"}
