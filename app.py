@@ -10,6 +10,7 @@ ui.init_state()
 pages = [
     st.Page("pages/data.py", title="Data", icon=":material/folder_open:", default=True),
     st.Page("pages/denoise.py", title="Denoise", icon=":material/auto_fix_high:"),
+    st.Page("pages/batch.py", title="Batch", icon=":material/dynamic_feed:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
 ]
