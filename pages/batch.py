@@ -4,6 +4,7 @@ in the background, see before/after thumbnails with each file's score, download 
 import os
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import streamlit as st
 
@@ -29,14 +30,18 @@ if m.kind == "self-supervised":
 if m.kind == "supervised":
     st.caption("Uses the shipped weights, loaded once per worker.")
 
-with st.form(f"batch_params_{m.name}"):
-    values = ui.param_widgets(m)
-    c1, c2, c3 = st.columns(3)
-    seed = int(c1.number_input("Seed", 0, 1_000_000, 0, key="batch_seed", help="Same seed, same result as one by one."))
-    workers = int(c2.number_input("Workers", 1, max(1, os.cpu_count() or 1), min(2, os.cpu_count() or 1),
-                                  key="batch_workers", help="Worker processes of the local Dask cluster."))
-    fmt = c3.selectbox("Format of the results", [".tif", ".hspy", ".npy"], key="batch_format")
-    run = st.form_submit_button("Run the batch", type="primary")
+# The choices some parameters offer depend on the kind of data; ask when the method takes several.
+kind = m.accepts[0] if len(m.accepts) == 1 else st.selectbox(
+    "The files are mostly", list(m.accepts), key="batch_kind",
+    format_func={"image": "images", "stack": "stacks of images", "cube": "spectrum images"}.get,
+    help="Only the parameter choices below depend on this; every file is read as what it is.")
+values = ui.param_widgets(m, SimpleNamespace(kind=kind))
+c1, c2, c3 = st.columns(3)
+seed = int(c1.number_input("Seed", 0, 1_000_000, 0, key="batch_seed", help="Same seed, same result as one by one."))
+workers = int(c2.number_input("Workers", 1, max(1, os.cpu_count() or 1), min(2, os.cpu_count() or 1),
+                              key="batch_workers", help="Worker processes of the local Dask cluster."))
+fmt = c3.selectbox("Format of the results", [".tif", ".hspy", ".npy"], key="batch_format")
+run = st.button("Run the batch", type="primary", key="batch_run_button")
 
 if run:
     if not uploads:
