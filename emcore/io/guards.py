@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
+import stat
 import warnings
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Sequence
 
 import numpy as np
 
-from emcore.errors import EmcoreError
+from emcore.errors import EmcoreError, TooLargeError
 
 #: Extensions :func:`load` reads (lower case, with the dot), for the app's uploader.
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (
@@ -39,6 +42,14 @@ _NEEDS = "the workbench needs an image (H, W), a stack of images (T, H, W) or a 
 _KIND_WORDS = {"image": "image", "stack": "stack of images", "cube": "spectrum image"}
 _A_KIND = {"image": "an image", "stack": "a stack of images", "cube": "a spectrum image"}
 
+
+#: Deflate (zlib/gzip, what HDF5, TIFF and PNG use) cannot shrink data by more than 1032:1
+#: (RFC 1951: a 258-byte match costs at least 2 bits). A header declaring more than this many
+#: times the whole file describes data that are not there: a corrupt or hostile header, or
+#: chunks that were never written.
+_MAX_DEFLATE_RATIO = 1100
+#: Declared-but-absent arrays smaller than this are left to the reader (fill values are harmless).
+_IMPLAUSIBLE_FLOOR = 64 * 1024**2
 
 # Loggers of the readers: they print ERROR lines for files they merely fail to recognise.
 _NOISY_LOGGERS = ("hyperspy", "rsciio", "exspy", "tifffile", "PIL", "h5py")
@@ -66,11 +77,13 @@ def default_max_bytes() -> int:
 
 
 def _human(nbytes: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if abs(nbytes) < 1024 or unit == "TiB":
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if abs(nbytes) < 1024 or unit == "EiB":
+            if unit == "EiB" and abs(nbytes) >= 1024**2:
+                return f"{float(nbytes):.1e} EiB"  # lying headers can claim 10^72 values
             return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
         nbytes /= 1024
-    return f"{nbytes:.1f} TiB"  # pragma: no cover
+    return f"{nbytes:.1f} EiB"  # pragma: no cover
 
 
 def _shape_str(shape: Sequence[int]) -> str:
@@ -154,12 +167,52 @@ def _scalar(v):
 
 
 def _check_nonempty(path: Path, label: str):
-    if not path.exists():
-        raise EmcoreError(f"{label}: no such file; check the path.")
-    if path.is_dir():
+    """The path must name a regular, non-empty file (not a folder, device, pipe or /proc entry).
+
+    A FIFO would block the reader for ever and a device (``/dev/zero``) never ends; both, and
+    kernel pseudo-files whose size reads as 0, are refused before anything opens them.
+    """
+    try:
+        st = path.stat()  # follows symlinks: what a reader would open
+    except FileNotFoundError:
+        what = "a link to a file that does not exist" if path.is_symlink() else "no such file"
+        raise EmcoreError(f"{label}: {what}; check the path.") from None
+    except OSError as exc:
+        raise EmcoreError(f"{label} cannot be opened ({exc.strerror or exc}); check the path and its permissions.") from exc
+    if stat.S_ISDIR(st.st_mode):
         raise EmcoreError(f"{label} is a folder, not a file; choose a data file inside it.")
-    if path.stat().st_size == 0:
+    if not stat.S_ISREG(st.st_mode):
+        raise EmcoreError(
+            f"{label} is not a regular file but {_special_kind(st.st_mode)}; choose the data file "
+            "itself (a link may point to it, but not to a device or pipe)."
+        )
+    if _on_pseudo_filesystem(path, st):
+        raise EmcoreError(
+            f"{label} is a system pseudo-file (under /proc, /sys or /dev), not a data file; "
+            "choose the data file itself."
+        )
+    if st.st_size == 0:
         raise EmcoreError(f"{label} is empty (0 bytes); the upload or copy probably failed, so copy it again.")
+
+
+def _special_kind(mode: int) -> str:
+    for test, what in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):  # fmt: skip
+        if test(mode):
+            return what
+    return "a special file"
+
+
+def _on_pseudo_filesystem(path: Path, st: os.stat_result) -> bool:
+    # /proc and /sys files are regular files whose size reads as 0 (or 4096) whatever they hold.
+    real = os.path.realpath(path)
+    if real.split(os.sep)[1:2] in (["proc"], ["sys"], ["dev"]):
+        return True
+    for root in ("/proc", "/sys"):
+        with contextlib.suppress(OSError):
+            if os.stat(root).st_dev == st.st_dev:
+                return True
+    return False
 
 
 def _ext_of(path: Path, label: str) -> str:
@@ -177,3 +230,88 @@ def _check_int(name: str, v) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise EmcoreError(f"{name} must be a whole number ≥ 1, not {v!r}.")
     return int(v)
+
+
+# ---------------------------------------------------------------------------------------
+# what headers declare, checked before any reader runs
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Limits:
+    """The memory cap and the reduction asked for: what a declared array is measured against."""
+
+    cap: int
+    k: int = 1
+    m: int = 1
+    energy_range: object = None
+
+    def least_float32(self, shape) -> int:
+        """Fewest bytes the data could take as float32 after the requested reduction.
+
+        With an energy range any one axis might be cropped to a single channel, so the
+        longest is discounted.
+        """
+        n = math.prod(int(s) for s in shape)
+        div = self.k * self.k * self.m
+        if self.energy_range is not None and shape:
+            div *= max(1, max(int(s) for s in shape))
+        return n * 4 // div
+
+
+def _dtype_str(dtype) -> str:
+    try:
+        return str(np.dtype(dtype))
+    except TypeError:
+        return str(dtype)
+
+
+def _check_dims(label: str, where: str, dims: dict, *, zero_ok: bool = True):
+    """Refuse negative sizes (``dims``: header field name -> value) as a corrupt header; zero
+    sizes too unless ``zero_ok`` (formats whose readers drop such axes silently)."""
+    bad = {k: v for k, v in dims.items() if int(v) < 0}
+    if bad:
+        shown = ", ".join(f"{k}={v}" for k, v in bad.items())
+        raise EmcoreError(
+            f"{label}: {where} declares a negative size ({shown}), which no data can have, so the "
+            "header is corrupt; export the file again from the acquisition software."
+        )
+    zero = {k: v for k, v in dims.items() if int(v) == 0}
+    if zero and not zero_ok:
+        shown = ", ".join(f"{k}=0" for k in zero)
+        raise EmcoreError(
+            f"{label}: {where} declares a size of zero ({shown}), so the file holds no data; "
+            "export it again from the acquisition software."
+        )
+
+
+def _truncated(label: str, where: str, shape, dtype, need: int, have: int) -> EmcoreError:
+    return EmcoreError(
+        f"{label} is truncated: {where} announces a {_shape_str(shape)} {_dtype_str(dtype)} array "
+        f"({_human(need)}) but the file holds only {_human(max(have, 0))} of data. Copy or export it again."
+    )
+
+
+def _check_plausible(label: str, where: str, shape, dtype, file_size: int, limits: _Limits):
+    """Refuse a compressed array whose declared size no file of ``file_size`` bytes can hold.
+
+    Over the memory cap this is the memory-cap refusal (:class:`TooLargeError`), worded with
+    what is really wrong; under it, a plain :class:`EmcoreError`.
+    """
+    n = math.prod(int(s) for s in shape)
+    native = n * np.dtype(dtype).itemsize if isinstance(dtype, np.dtype) else n
+    if native <= max(_MAX_DEFLATE_RATIO * file_size, _IMPLAUSIBLE_FLOOR):
+        return
+    tail = (
+        f"although the whole file is only {_human(file_size)}: its header is corrupt or its data "
+        "were never written, so export it again."
+    )
+    if limits.least_float32(shape) > limits.cap:
+        raise TooLargeError(
+            f"{label}: {where} declares {_shape_str(shape)} {_dtype_str(dtype)} values = "
+            f"{_human(n * 4)} as float32, over the memory cap of {_human(limits.cap)} "
+            f"(EMCORE_MAX_BYTES), {tail}",
+            shape=shape, nbytes=n * 4, max_bytes=limits.cap, suggestion={},
+        )  # fmt: skip
+    raise EmcoreError(
+        f"{label}: {where} declares {_shape_str(shape)} {_dtype_str(dtype)} values "
+        f"({_human(native)}), far more than the file can hold even compressed, {tail}"
+    )

@@ -11,10 +11,14 @@ from pathlib import Path
 
 from emcore.data.dataset import Calibration
 from emcore.errors import EmcoreError
-from emcore.io.guards import _quiet, _reading, _scalar
+from emcore.io.guards import _Limits, _quiet, _reading, _scalar, default_max_bytes
+from emcore.io.headers import _precheck
 from emcore.io.layout import _choose, _classify_signal, _pick_haadf, _reinterpret_3d, _Source
 from emcore.io.metadata import _acquisition, _energy_calibration, _length_calibration
 from emcore.noise.models import noise_from_dict
+
+# Graphs up to this many chunks may be searched for a file handle (HyperSpy's close_file).
+_SMALL_GRAPH = 1024
 
 
 def _hs():
@@ -23,7 +27,9 @@ def _hs():
     return hs
 
 
-def _hs_read(path: Path, label: str) -> list:
+def _hs_read(path: Path, label: str, limits: _Limits | None = None) -> list:
+    """Open every signal of ``path`` lazily, after :func:`~emcore.io.headers._precheck`."""
+    _precheck(path, label, limits or _Limits(default_max_bytes()))
     hs = _hs()
     ext = path.suffix.lower()
     kwargs: dict = {"lazy": True}
@@ -45,10 +51,32 @@ def _hs_read(path: Path, label: str) -> list:
 
 
 def _close_all(signals):
-    with _quiet():
-        for s in signals:
-            with contextlib.suppress(Exception):
-                s.close_file()
+    for s in signals:
+        _close_signal(s)
+
+
+def _close_signal(s):
+    """Close the file a lazy signal keeps open, without walking its dask graph.
+
+    HyperSpy's ``close_file`` looks for the file handle among *all* keys of the graph, which
+    for a graph of millions of chunks takes minutes and gigabytes. The h5py dataset sits in a
+    one-key layer named ``original-array-…``; other readers' handles are looked up only when the
+    graph is small.
+    """
+    data = getattr(s, "data", None)
+    layers = getattr(getattr(data, "dask", None), "layers", None)
+    if layers is None:
+        return
+    with _quiet(), contextlib.suppress(Exception):
+        found = False
+        for name, layer in list(layers.items()):
+            if "original-array" in name or "array-original" in name:
+                f = getattr(layer.get(name), "file", None)
+                if f is not None:
+                    f.close()
+                    found = True
+        if not found and data.npartitions <= _SMALL_GRAPH:
+            s.close_file()
 
 
 def _nav_first(s):
@@ -61,8 +89,9 @@ def _nav_first(s):
     return data, [a for a in axes if a.navigate] + [a for a in axes if not a.navigate]
 
 
-def _open_hyperspy(path: Path, label: str, kind: str | None, signal: int | None) -> _Source:
-    signals = _hs_read(path, label)
+def _open_hyperspy(path: Path, label: str, kind: str | None, signal: int | None,
+                   limits: _Limits | None = None) -> _Source:
+    signals = _hs_read(path, label, limits)
     infos = [_classify_signal(i, s) for i, s in enumerate(signals)]
     info = _choose(infos, label, signal)
     s = signals[info.index]
@@ -89,7 +118,7 @@ def _open_hyperspy(path: Path, label: str, kind: str | None, signal: int | None)
     if plugin:
         md["reader"] = str(plugin)
     src = _Source(data=data, kind=new_kind, calibration=Calibration(**cal_kw), metadata=md)
-    src.closers = [getattr(x, "close_file", lambda: None) for x in signals]
+    src.closers = [lambda x=x: _close_signal(x) for x in signals]
     # Our own .hspy files carry the facts a reader cannot guess.
     own = s.metadata.get_item("emcore")
     if own is not None and hasattr(own, "as_dictionary"):

@@ -47,11 +47,19 @@ class _SigInfo:
 
 def _classify_array(index: int, title: str, shape, dtype, signal_type: str = "",
                     kind: str | None = None, tif_pages: bool = False,
-                    min_side: int = MIN_IMAGE_SIDE) -> _SigInfo:
-    """Kind of a plain array (npy, npz member, tif, png) from its shape; ``kind`` forces it."""
+                    min_side: int = MIN_IMAGE_SIDE, kind_from: str | None = None) -> _SigInfo:
+    """Kind of a plain array (npy, npz member, tif, png) from its shape; ``kind`` forces it.
+
+    ``kind_from`` says where a forced kind came from when the user did not set it (e.g. "its
+    ImageJ metadata (emcore_kind='cube')"), so that a refusal names what was actually set.
+    """
     shape = tuple(int(s) for s in shape)
     info = _SigInfo(index, title, shape, None, signal_type)
     dtype = np.dtype(dtype)
+    if 0 in shape:
+        info.reason = f"an empty array (shape {shape}, no values at all)"
+        info.advice = "the file holds no data; export the data again."
+        return info
     if dtype.hasobject:
         info.reason = "an array of Python objects (pickled data)"
         info.advice = (
@@ -88,7 +96,13 @@ def _classify_array(index: int, title: str, shape, dtype, signal_type: str = "",
     if kind is not None and base != kind:
         info.reason = f"a {nd}-D array (shape {shape})"
         alt = "kind='stack' or kind='cube'" if nd == 3 else "kind='image'"
-        info.advice = f"it cannot be read as {_A_KIND[kind]}; leave kind unset or use {alt}."
+        if kind_from:
+            info.advice = (
+                f"{kind_from} mark it as {_A_KIND[kind]}, which it cannot be; load it with {alt} "
+                "(which overrides the file) or correct the file."
+            )
+        else:
+            info.advice = f"it cannot be read as {_A_KIND[kind]}; leave kind unset or use {alt}."
         return info
     info.base_kind = base
     return _finish_info(info, squeezed, min_side)
@@ -134,6 +148,10 @@ def _classify_signal(index: int, s) -> _SigInfo:
         else:
             info.reason = f"an array of {dtype} values (shape {shape}), not real numbers"
         info.advice = "export it as a single-channel (grey-scale) numeric image."
+        return info
+    if 0 in shape:
+        info.reason = f"an empty signal (shape {shape}, no values at all)"
+        info.advice = "the file holds no data there; export the data again."
         return info
     nav, sig = am.navigation_dimension, am.signal_dimension
     nav_shape = tuple(int(n) for n in am.navigation_shape[::-1])

@@ -27,6 +27,7 @@ from emcore.io.guards import (
     _ext_of,
     _human,
     _is_dask,
+    _Limits,
     _reading,
     _shape_str,
     default_max_bytes,
@@ -41,12 +42,14 @@ from emcore.io.upload import _as_files, _upload_dir
 
 
 def _open(path: Path, label: str, *, kind: str | None, signal: int | None, cap: int,
-          min_side: int = MIN_IMAGE_SIDE) -> _Source:
+          min_side: int = MIN_IMAGE_SIDE, limits: _Limits | None = None) -> _Source:
     """Open ``path`` without materialising its data; pick the signal and the kind.
 
     ``min_side`` is the smallest image side accepted (1 for a HAADF image, which only has to
-    match its spectrum image).
+    match its spectrum image). ``limits`` (the cap and the reduction asked for) is what the
+    sizes declared in headers are checked against before any reader runs.
     """
+    limits = limits or _Limits(cap)
     _check_nonempty(path, label)
     ext = _ext_of(path, label)
     if kind is not None and kind not in ("image", "stack", "cube"):
@@ -58,7 +61,7 @@ def _open(path: Path, label: str, *, kind: str | None, signal: int | None, cap: 
     if ext == ".png":
         return _open_png(path, label, kind, signal, cap, min_side)
     if ext in (".tif", ".tiff"):
-        return _open_tif(path, label, kind, signal, cap, min_side)
+        return _open_tif(path, label, kind, signal, cap, min_side, limits)
     if ext == ".raw":
         rpl = next((p for p in (path.with_suffix(".rpl"), path.with_suffix(".RPL")) if p.exists()), None)
         if rpl is None:
@@ -67,7 +70,7 @@ def _open(path: Path, label: str, *, kind: str | None, signal: int | None, cap: 
                 f"{path.with_suffix('.rpl').name} beside it; put (or upload) both files together."
             )
         path = rpl
-    return _open_hyperspy(path, label, kind, signal)
+    return _open_hyperspy(path, label, kind, signal, limits)
 
 
 def load(
@@ -175,7 +178,7 @@ def _load_path(path: Path, label: str, *, kind, signal, haadf, ground_truth, max
         raise EmcoreError(f"max_bytes must be positive, not {max_bytes!r}.")
     # An explicit HAADF is read first: a wrong file should fail before the big read.
     h_arr, h_label = _haadf_input(haadf) if haadf is not None else (None, label)
-    src = _open(path, label, kind=kind, signal=signal, cap=cap)
+    src = _open(path, label, kind=kind, signal=signal, cap=cap, limits=_Limits(cap, k, m, energy_range))
     try:
         plan = _plan(src, label, k, m, energy_range)
         _check_size(plan, label, cap)
@@ -217,6 +220,8 @@ def _load_path(path: Path, label: str, *, kind, signal, haadf, ground_truth, max
         h_arr = file_haadf
     if h_arr is not None:
         h_arr = np.asarray(h_arr)
+        if h_arr.dtype.kind not in "biuf":
+            check_haadf(h_arr, data.shape, src.kind, h_label)  # refuses it, naming the dtype
         if src.kind == "cube" and k > 1 and tuple(h_arr.shape) == tuple(plan.shape_in[:2]):
             h_arr = _mean_bin_2d(h_arr, k)
         if h_arr.ndim == 2 and not np.all(np.isfinite(h_arr)):
@@ -333,7 +338,7 @@ def _load_haadf_path(path: Path, label: str, max_bytes: int | None) -> np.ndarra
     ext = _ext_of(path, label)
     cap = default_max_bytes() if max_bytes is None else int(max_bytes)
     if ext in _HYPERSPY_EXTENSIONS:
-        signals = _hs_read(path, label)
+        signals = _hs_read(path, label, _Limits(cap))
         try:
             infos = [_classify_signal(i, s) for i, s in enumerate(signals)]
             images = [i for i in infos if i.base_kind == "image"]

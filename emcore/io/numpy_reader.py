@@ -5,17 +5,18 @@ Pickled (object) arrays are never loaded.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from emcore.errors import EmcoreError
-from emcore.io.guards import _A_KIND, MIN_IMAGE_SIDE, _human, _reading, _shape_str
+from emcore.io.guards import _A_KIND, MIN_IMAGE_SIDE, _check_dims, _human, _reading, _shape_str, _truncated
 from emcore.io.layout import _choose, _classify_array, _raw_source, _Source
 
 
-def _npy_header(f, label: str):
+def _npy_header(f, label: str, where: str = "its .npy header"):
     fmt = np.lib.format
     with _reading(label, "a NumPy .npy file"):
         version = fmt.read_magic(f)
@@ -25,7 +26,33 @@ def _npy_header(f, label: str):
             shape, fortran, dtype = fmt.read_array_header_2_0(f)
         else:
             shape, fortran, dtype = fmt._read_array_header(f, version)
-    return tuple(int(s) for s in shape), bool(fortran), np.dtype(dtype)
+    shape = tuple(int(s) for s in shape)
+    _check_dims(label, where, {f"axis {i}": n for i, n in enumerate(shape)})
+    return shape, bool(fortran), np.dtype(dtype)
+
+
+def _check_member_size(label: str, name: str, header, cap: int):
+    shape, _, dtype = header
+    native = math.prod(shape) * dtype.itemsize
+    if native > 2 * cap:
+        # Members of an archive are decompressed whole, so binning cannot save that memory.
+        raise EmcoreError(
+            f"{label}: the array {name!r} ({_shape_str(shape)} {dtype}, {_human(native)}) would be "
+            f"read whole, more than twice the memory cap of {_human(cap)}; save it as a .npy file "
+            "(read piece by piece, so it can be binned while loading) or raise EMCORE_MAX_BYTES."
+        )
+
+
+def _check_companion(label: str, name: str, header, cap: int):
+    """The ``haadf`` / ``ground_truth`` member must be plain numbers, checked before reading it."""
+    shape, _, dtype = header
+    if dtype.hasobject or dtype.kind not in "biuf":
+        what = "Python objects (pickled data)" if dtype.hasobject else f"{dtype} values"
+        raise EmcoreError(
+            f"{label}: the archive's {name!r} array holds {what} (shape {shape}), not numbers; "
+            f"save it as a plain numeric array (np.savez(path, data=..., {name}=array.astype('float32')))."
+        )
+    _check_member_size(label, name, header, cap)
 
 
 def _open_npy(path: Path, label: str, kind: str | None, signal: int | None,
@@ -40,14 +67,10 @@ def _open_npy(path: Path, label: str, kind: str | None, signal: int | None,
     md = {"signals": [info.public()], "signal_index": 0, "reader": "numpy"}
     if info.kind is None:
         raise info.error(label, False)
-    expected = offset + int(np.prod(shape)) * dtype.itemsize
+    expected = offset + math.prod(shape) * dtype.itemsize
     actual = path.stat().st_size
     if actual < expected:
-        raise EmcoreError(
-            f"{label} is truncated: its header announces a {_shape_str(shape)} {dtype} array "
-            f"({_human(expected - offset)}) but the file holds only {_human(actual - offset)} of data. "
-            "Copy or export it again."
-        )
+        raise _truncated(label, "its header", shape, dtype, expected - offset, actual - offset)
     with _reading(label, "a NumPy .npy file"):
         try:
             data = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -71,8 +94,14 @@ def _open_npz(path: Path, label: str, kind: str | None, signal: int | None, cap:
             for zi in zf.infolist():
                 if not zi.filename.endswith(".npy"):
                     continue
+                name = zi.filename[:-4]
+                where = f"the header of its array {name!r}"
                 with zf.open(zi) as f:
-                    headers[zi.filename[:-4]] = _npy_header(f, label)
+                    headers[name] = _npy_header(f, label, where)
+                    held = zi.file_size - f.tell()
+                shape, _, dtype = headers[name]
+                if math.prod(shape) * dtype.itemsize > held and not dtype.hasobject:
+                    raise _truncated(label, where, shape, dtype, math.prod(shape) * dtype.itemsize, held)
     if not headers:
         raise EmcoreError(f"{label} holds no arrays; save the data with np.savez(path, data=array).")
     names = list(headers)
@@ -93,15 +122,10 @@ def _open_npz(path: Path, label: str, kind: str | None, signal: int | None, cap:
         if info.kind is None:
             raise info.error(label, False)
     md["signal_index"] = info.index
-    shape, _, dtype = headers[info.title]
-    native = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if native > 2 * cap:
-        # Members of an archive are decompressed whole, so binning cannot save that memory.
-        raise EmcoreError(
-            f"{label}: the array {info.title!r} ({_shape_str(shape)} {dtype}, {_human(native)}) would be "
-            f"read whole, more than twice the memory cap of {_human(cap)}; save it as a .npy file "
-            "(read piece by piece, so it can be binned while loading) or raise EMCORE_MAX_BYTES."
-        )
+    _check_member_size(label, info.title, headers[info.title], cap)
+    for extra in ("haadf", "ground_truth"):
+        if extra in headers and info.title != extra:
+            _check_companion(label, extra, headers[extra], cap)
     with _reading(label, "a NumPy .npz archive"):
         with np.load(path, allow_pickle=False) as z:
             data = z[info.title]
