@@ -8,10 +8,56 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from emcore.errors import EmcoreError
+
+SEED_MAX = 2**63 - 1  # torch.manual_seed and numpy both take any seed from 0 up to here
+
+
+class _ArgumentError(EmcoreError):
+    """A malformed command line (what argparse would answer with a usage block)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse answering a malformed command line with one sentence (``--help`` still prints the usage)."""
+
+    def error(self, message: str):
+        text = " ".join(str(message).split()).rstrip(".")
+        text = text.removeprefix("argument ")  # "argument --seed: ..." -> "--seed: ..."
+        raise _ArgumentError(f"{text[:1].upper()}{text[1:]}; see '{self.prog} --help' for the options.")
+
+
+def _seed(text: str) -> int:
+    """``--seed``: a whole number from 0 to 2⁶³ − 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"the seed must be a whole number from 0 to {SEED_MAX} (2⁶³ − 1), "
+                                         f"not {text!r}")
+    return value
+
+
+def _check_writable(out: str, option: str = "--out") -> None:
+    """Refuse, before any work, an output file that could not be written at the end."""
+    path = Path(out)
+    if path.is_dir() or out.endswith(("/", os.sep)):
+        raise EmcoreError(f"{option} {out} names a folder; give a file name in it, such as {path / 'weights.pt'}.")
+    if Path(out + ".json").is_dir():
+        raise EmcoreError(f"Cannot write the card {out}.json beside {option} {out}: it is a folder; "
+                          "choose another file name.")
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:  # missing folders are created
+        existing = existing.parent
+    if not existing.is_dir():
+        raise EmcoreError(f"Cannot write {option} {out}: {existing} is a file, not a folder; choose another place.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise EmcoreError(f"Cannot write {option} {out}: you have no permission to write in {existing}; "
+                          "choose a folder of your own.")
 
 
 def _cmd_info(args) -> int:
@@ -121,6 +167,7 @@ def _cmd_denoise(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    _check_writable(args.out)  # now, not after hours of training
     import shlex
 
     from emcore.methods.supervised import TrainingPlan, train_network
@@ -193,7 +240,7 @@ def _jsonable(o):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m emcore", description="EM denoising workbench engine.")
+    p = _Parser(prog="python -m emcore", description="EM denoising workbench engine.")
     sub = p.add_subparsers(dest="command", required=True)
 
     i = sub.add_parser("info", help="describe an EM file: kind, shape, calibration, counts")
@@ -212,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("example", choices=["hrem", "eds", "movie"])
     s.add_argument("--out", required=True, help="output file: .hspy, .tif/.tiff or .npy")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0, help="0 to 2⁶³ − 1")
     s.add_argument("--dose", type=float, default=None, help="e-/pixel (hrem, movie) or counts/pixel (eds)")
     s.add_argument("--size", type=int, default=None, help="image side in pixels")
     s.set_defaults(func=_cmd_simulate)
@@ -228,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--haadf", help="a separate HAADF image for a spectrum image")
     d.add_argument("--kind", choices=["image", "stack", "cube"])
     d.add_argument("--set", action="append", metavar="NAME=VALUE", help="a method parameter (repeatable); 'auto' to estimate")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=_seed, default=0, help="0 to 2⁶³ − 1")
     d.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     d.set_defaults(func=_cmd_denoise)
 
@@ -263,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "batch, standard deviation while training (steadier with small batches)")
     t.add_argument("--val-every", type=int, default=100)
     t.add_argument("--val-patches", type=int, default=8)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0, help="0 to 2⁶³ − 1")
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     t.add_argument("--checkpoints", help="folder for best/last checkpoints (resume with --resume)")
     t.add_argument("--resume", action="store_true")
@@ -283,8 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         return int(args.func(args) or 0)
     except EmcoreError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -146,9 +146,14 @@ def _run_supervised(ds: Dataset, params: dict, ctx: RunContext, name: str) -> np
            f"validation PSNR {card['validation_psnr_db']:.2f} dB)" if card.get("validation_psnr_db") is not None else "")
         + "."
     )
-    tile = int(params["tile"])
-    step = max(tile // 2, tile - int(params["overlap"]))
     mult = _multiple(net)
+    # Any tile in the declared range works: a UNet needs sides that are a multiple of
+    # 2**(scales-1), so the tile is rounded up to one here (tiled_apply would do the same),
+    # and the step is kept within [tile/2, tile] of the tile actually used. For tiles that
+    # were accepted before, tile and step are unchanged.
+    asked = int(params["tile"])
+    tile = -(-asked // mult) * mult
+    step = min(tile, max(-(-tile // 2), asked // 2, asked - int(params["overlap"])))
     frames = ds.data if ds.kind == "stack" else ds.data[None]
     out = np.empty(frames.shape, np.float32)
     scales = []
