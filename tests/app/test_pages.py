@@ -367,3 +367,26 @@ def test_calibration_and_counts_can_be_entered_for_an_uncalibrated_file(tmp_path
     assert not at.exception, [e.value for e in at.exception]
     ds = at.session_state["dataset"]
     assert ds.is_counts and ds.calibration.pixel_unit == "nm" and ds.calibration.pixel_size == 0.05
+
+
+def test_compare_keeps_the_users_choices_across_page_switches():
+    """Leaving Compare and coming back keeps the profile line, the chosen results and the
+    toggles (Streamlit forgets widgets a run does not draw; the app puts them back)."""
+    at = _app()
+    _run_method(at, "wiener")
+    _run_method(at, "wiener", window=9)
+    at.switch_page("pages/compare.py").run()
+    at.number_input(key="prof_r0").set_value(10).run()
+    at.number_input(key="prof_c1").set_value(200).run()
+    at.multiselect(key="compare_chosen").set_value(["wiener #1"]).run()
+    at.toggle(key="cmp_residual").set_value(True).run()
+    at.switch_page("pages/data.py").run()
+    at.switch_page("pages/denoise.py").run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    ss = at.session_state
+    assert (ss["prof_r0"], ss["prof_c1"]) == (10, 200), (ss["prof_r0"], ss["prof_c1"])
+    assert ss["compare_chosen"] == ["wiener #1"] and ss["cmp_residual"] is True
+    spec = str(at.get("plotly_chart")[1].proto.spec)
+    assert "wiener #1" in spec and "wiener #2" not in spec  # the profile is drawn for the kept choice
+    assert not any("zero length" in e.value for e in at.error)
