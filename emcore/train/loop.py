@@ -271,7 +271,12 @@ class _Run:
         if self.last_val_psnr is not None:
             metrics["val_psnr"] = self.last_val_psnr
         if not message:
-            message = f"Step {self.step} of {total}"
+            if self.cfg.max_seconds is not None and (self.cfg.steps is None or total < self.cfg.steps):
+                # the time limit ends the run: its step count is an estimate that moves with the
+                # measured rate, so the message does not promise one
+                message = f"Step {self.step}, time limit reached in about {eta or 0:.0f} s"
+            else:
+                message = f"Step {self.step} of {total}"
             if self.last_loss is not None:
                 message += f": training loss {self.last_loss:.4g}"
             if self.last_val_psnr is not None:
