@@ -176,8 +176,13 @@ def connect(scheduler: str | None, workers: int | None, memory_limit: str | None
     return Client(cluster, set_as_default=False), cluster
 
 
-def dashboard_of(client) -> str | None:
-    """The dashboard's address when the scheduler serves one (it needs bokeh), else None."""
+def dashboard_of(client, local: bool = False) -> str | None:
+    """The dashboard's address when the scheduler serves one, else None. A local scheduler
+    serves its status pages only with bokeh installed (not a dependency of the workbench)."""
+    import importlib.util
+
+    if local and importlib.util.find_spec("bokeh") is None:
+        return None
     try:
         if "dashboard" in client.scheduler_info().get("services", {}):
             return client.dashboard_link
@@ -317,7 +322,7 @@ def run_batch(
     try:
         n_workers = len(client.scheduler_info().get("workers", {})) or 1
         summary.workers = n_workers
-        summary.dashboard = dashboard_of(client)
+        summary.dashboard = dashboard_of(client, local=cluster is not None)
         if summary.dashboard:
             say(f"Dask dashboard: {summary.dashboard}")
         if m.kind == "self-supervised":
