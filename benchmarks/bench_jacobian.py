@@ -40,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from emcore import EmcoreError, sim  # noqa: E402
-from emcore.evaluate.filter_view import SUPPORTED_METHODS, pixel_filter  # noqa: E402
+from emcore.evaluate.filter_view import pixel_filter, supported_methods  # noqa: E402
 from emcore.methods.supervised import SHIPPED, shipped_path  # noqa: E402
 
 WEIGHTS = SHIPPED["unet"]
@@ -104,11 +104,12 @@ def speed(args, rows):
 
     registered = {m.name: m for m in methods()}
     cube = None
-    runs = [(name, None) for name in SUPPORTED_METHODS]
+    supported = [m.name for m in supported_methods()]
+    runs = [(name, None) for name in supported]
     if "noise2sr" in registered and "mmse_samples" in registered["noise2sr"].quick:
         # Noise2SR's network function averages its sub-samplings (MMSE): time it also with the
         # preset's own count, since that is what the view differentiates after a normal run.
-        runs.insert(SUPPORTED_METHODS.index("noise2sr") + 1, ("noise2sr", "preset"))
+        runs.insert(supported.index("noise2sr") + 1, ("noise2sr", "preset"))
     for name, variant in runs:
         m = registered.get(name)
         if m is None:

@@ -114,7 +114,7 @@ def _cmd_methods(args) -> int:
 
     ms = methods()
     if args.json:
-        print(json.dumps([m.to_dict() for m in ms]))
+        print(json.dumps([m.to_dict() for m in ms], default=_jsonable))
         return 0
     for m in ms:
         print(f"{m.name:<10} {m.label} [{m.kind}; {', '.join(m.accepts)}]")
@@ -122,8 +122,9 @@ def _cmd_methods(args) -> int:
         for p in m.params:
             rng = f" [{p.min:g} .. {p.max:g}]" if p.min is not None and p.max is not None else ""
             ch = f" {{{', '.join(map(str, p.choices))}}}" if p.choices else ""
-            default = "auto" if p.default is None and p.auto else p.default
-            print(f"{'':<12}--set {p.name}=<{p.type}> (default {default}){rng}{ch}: {p.help}")
+            default = "auto" if p.auto else "preset" if p.preset else "none" if p.default is None else p.default
+            group = f" ({p.group})" if p.group else ""
+            print(f"{'':<12}--set {p.name}=<{p.type}> (default {default}){rng}{ch}{group}: {p.help}")
     return 0
 
 
@@ -166,27 +167,56 @@ def _cmd_denoise(args) -> int:
     return 0
 
 
+def _trainable():
+    """The registered methods ``train`` writes weights files for, and their training parameters."""
+    from emcore.methods.registry import methods
+
+    nets = [m for m in methods() if m.kind == "supervised"]
+    params = {p.name: p for m in nets for p in m.params if p.group == "training"}
+    return [m.name for m in nets], list(params.values())
+
+
+# Where the ``train`` command's default differs from the Denoise page's: a weights file for
+# later use is worth a longer run than "train now, then denoise".
+_TRAIN_DEFAULTS = {"steps": 2000}
+
+
+def _add_training_options(t: argparse.ArgumentParser) -> None:
+    """One option per training parameter of the networks (``--set`` names, plus their ``flags``)."""
+    for p in _trainable()[1]:
+        names = list(dict.fromkeys([f"--{p.name.replace('_', '-')}", *p.flags]))
+        text = p.help.replace("%", "%%")
+        if p.type == "bool":
+            t.add_argument(*names, dest=p.name, action="store_true", help=text)
+            continue
+        kind = {"int": int, "float": float}.get(p.type, str)
+        t.add_argument(*names, dest=p.name, type=kind, default=_TRAIN_DEFAULTS.get(p.name, p.default),
+                       choices=list(p.choices) or None, help=text)
+
+
 def _cmd_train(args) -> int:
     _check_writable(args.out)  # now, not after hours of training
     import shlex
 
+    from emcore.methods.registry import get_method
     from emcore.methods.supervised import TrainingPlan, train_network
 
+    method = get_method(args.model)
+    values = {p.name: p.coerce(getattr(args, p.name), method.name) for p in _trainable()[1]}
     dataset = clean = None
-    if args.source in ("frames", "pairs"):
+    if values["training_data"] in ("frames", "pairs"):
         if not args.data:
-            raise EmcoreError(f"--source {args.source} trains on your data: give it with --data FILE.")
+            raise EmcoreError(f"--source {values['training_data']} trains on your data: give it with --data FILE.")
         from emcore import io
 
         dataset = io.load(args.data, kind=args.kind)
-        if args.clean:
-            clean = io.load(args.clean, kind=dataset.kind).data
-    plan = TrainingPlan(model=args.model, source=args.source, steps=args.steps, max_seconds=args.max_seconds,
-                        batch_size=args.batch, patch_size=args.patch, lr=args.lr, seed=args.seed, device=args.device,
-                        dose_min=args.dose_min, dose_max=args.dose_max, noise=args.noise, scales=args.scales,
-                        base=args.base, depth=args.depth, width=args.width, bias_free=args.bias_free,
-                        start_from_shipped=args.finetune, freeze_norm=args.freeze_norm, val_every=args.val_every, val_patches=args.val_patches,
-                        cache=args.cache)
+        if values["clean"]:
+            clean = io.load(values["clean"], kind=dataset.kind).data
+    more = {} if args.max_seconds is None else {"max_seconds": args.max_seconds}
+    plan = TrainingPlan.from_params(method.name, values, seed=args.seed, device=args.device, scales=args.scales,
+                                    base=args.base, depth=args.depth, width=args.width, bias_free=args.bias_free,
+                                    freeze_norm=args.freeze_norm, val_every=args.val_every,
+                                    val_patches=args.val_patches, **more)
     last = [0.0]
 
     def progress(p):
@@ -239,7 +269,9 @@ def _jsonable(o):
     return str(o)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(training: bool = True) -> argparse.ArgumentParser:
+    """The command line's parser; ``training=False`` leaves out the options of ``train``, which
+    come from the method registry (importing it loads every method and torch: seconds)."""
     p = _Parser(prog="python -m emcore", description="EM denoising workbench engine.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -279,33 +311,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     d.set_defaults(func=_cmd_denoise)
 
-    t = sub.add_parser("train", help="train DnCNN or UNet: on simulated HRTEM pairs (simulation-based denoising), "
-                                     "Noise2Noise from a stack, or noisy/clean pairs")
-    t.add_argument("model", choices=["dncnn", "unet"])
-    t.add_argument("--source", choices=["simulated", "physics", "frames", "pairs"], default="simulated",
-                   help="simulated phantoms (default); 'physics': the abTEM multislice set made by "
-                        "benchmarks/make_abtem_set.py (--cache); 'frames': Noise2Noise from the frames of --data "
-                        "(a stack); 'pairs': --data and its clean version --clean")
-    t.add_argument("--cache", help="the abTEM set (.npz) for --source physics (default runs/abtem_set.npz)")
+    t = sub.add_parser("train", help="train a supervised network: on simulated HRTEM pairs (simulation-based "
+                                     "denoising), Noise2Noise from a stack, or noisy/clean pairs",
+                       description="The training options are the training parameters of the networks (python -m "
+                                   "emcore methods lists them; denoise --set weights_source=train takes the same).")
+    t.add_argument("model", choices=_trainable()[0] if training else None)
+    if training:
+        _add_training_options(t)
     t.add_argument("--data", help="your noisy image or stack (for --source frames/pairs)")
-    t.add_argument("--clean", help="the clean version of --data (for --source pairs)")
     t.add_argument("--kind", choices=["image", "stack"], help="how to read --data")
-    t.add_argument("--finetune", action="store_true", help="start from the shipped weights of the same architecture (with --bias-free: from the shipped biased weights, additive constants dropped)")
     t.add_argument("--out", required=True, help="weights file to write (.pt); a JSON card is written beside it")
-    t.add_argument("--steps", type=int, default=2000)
-    t.add_argument("--max-seconds", type=float, default=None)
-    t.add_argument("--batch", type=int, default=4)
-    t.add_argument("--patch", type=int, default=128)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--dose-min", type=float, default=0.3, help="e-/pixel")
-    t.add_argument("--dose-max", type=float, default=20.0)
-    t.add_argument("--noise", choices=["poisson", "poisson_gaussian", "mixed"], default="mixed")
+    t.add_argument("--max-seconds", type=float, default=None, help="time limit in seconds (instead of --max-minutes)")
     t.add_argument("--scales", type=int, default=4)
     t.add_argument("--base", type=int, default=32)
     t.add_argument("--depth", type=int, default=17)
     t.add_argument("--width", type=int, default=64)
     t.add_argument("--bias-free", action="store_true", help="no additive constants: the network is exactly "
-                   "f(x) = J(x) x, so its adaptive filter (Jacobian view) is the whole story [Mohan et al. 2020]")
+                   "f(x) = J(x) x, so its adaptive filter (Jacobian view) is the whole story [Mohan et al. 2020]; "
+                   "with --finetune it starts from the shipped biased weights, additive constants dropped")
     t.add_argument("--freeze-norm", action="store_true", help="bias-free only: divide by the running, not the "
                    "batch, standard deviation while training (steadier with small batches)")
     t.add_argument("--val-every", type=int, default=100)
@@ -329,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(training=bool(argv) and argv[0] == "train")
     try:
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)

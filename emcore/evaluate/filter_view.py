@@ -53,15 +53,11 @@ from typing import Any
 import numpy as np
 
 from emcore.errors import EmcoreError
+from emcore.methods.registry import Method, methods
 
 __all__ = [
-    "SUPPORTED_METHODS", "PixelFilter", "filter_window", "pixel_filter", "supported_text", "supports_filter",
+    "PixelFilter", "filter_window", "pixel_filter", "supported_methods", "supported_text", "supports_filter",
 ]
-
-# Methods whose results carry ``artifacts["apply"]`` (see DenoiseResult.artifacts).
-SUPPORTED_METHODS: tuple[str, ...] = ("dncnn", "unet", "noise2sr", "noise2self", "dcae3d")
-_FALLBACK_LABELS = {"dncnn": "DnCNN", "unet": "UNet", "noise2sr": "Noise2SR", "noise2self": "Noise2Self",
-                    "dcae3d": "3D-DCAE"}
 # The fraction of Σ|w| that defines ``area90``.
 AREA_FRACTION = 0.9
 # Window origins are aligned to this many pixels: a U-Net with up to 6 scales pools on a
@@ -76,16 +72,23 @@ MARGIN = 4
 EDGE_TOLERANCE = 1e-4
 
 
+def supported_methods() -> list[Method]:
+    """The registered methods whose results carry a network to follow (``Method.filter_view``)."""
+    return [m for m in methods() if m.filter_view is not None]
+
+
 def supported_text() -> str:
     """Plain list of the methods whose results support the filter view, e.g. for messages."""
-    try:
-        from emcore.methods.registry import methods
-
-        labels = {m.name: m.label for m in methods()}
-    except Exception:  # pragma: no cover - the registry is always importable; be safe in messages
-        labels = {}
-    names = [labels.get(n, _FALLBACK_LABELS[n]) for n in SUPPORTED_METHODS]
+    names = [m.filter_view.label or m.label for m in supported_methods()]
+    if len(names) < 2:
+        return names[0] if names else "no installed method"
     return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _method_note(method: str | None) -> str:
+    """The registry's note on what the view follows for ``method`` (empty when none)."""
+    spec = next((m.filter_view for m in supported_methods() if m.name == method), None)
+    return spec.note if spec is not None else ""
 
 
 def supports_filter(artifacts: Mapping[str, Any] | None) -> bool:
@@ -287,6 +290,7 @@ def pixel_filter(
     a, row, col, energy = _check_inputs(artifacts, data, row, col, energy, method)
     cheaper = artifacts.get("filter_apply")
     apply, note = (cheaper, str(artifacts.get("filter_note") or "")) if callable(cheaper) else (artifacts["apply"], "")
+    note = " ".join(n for n in (_method_note(method), note) if n)
     h, w = a.shape[:2]
     rf = int(artifacts.get("receptive_field") or max(h, w))
     min_size = int(artifacts.get("min_size") or 1)

@@ -45,3 +45,15 @@ def noise_for(ds: Dataset, params: dict, ctx: RunContext):
     ctx.resolved.update(noise_a=float(a_used), noise_b=float(b_used))
     ctx.log.append(f"Noise model: {model.describe()} ({why}).")
     return model
+
+
+# How much faster than on the CPU the learned methods run on a CUDA GPU, roughly (training
+# and inference of the workbench's networks; the cost estimates divide by it).
+GPU_SPEEDUP = 30.0
+
+
+def accelerator_speedup() -> float:
+    """:data:`GPU_SPEEDUP` when a CUDA GPU is there (``device="auto"`` picks it), else 1."""
+    import torch
+
+    return GPU_SPEEDUP if torch.cuda.is_available() else 1.0

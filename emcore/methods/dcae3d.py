@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from emcore.data.dataset import Dataset
+from emcore.data.display import energy_window_map
 from emcore.errors import EmcoreError
 from emcore.methods.dcae3d_data import (
     _OFFSET_FLOOR,
@@ -68,7 +69,8 @@ from emcore.methods.dcae3d_data import (
     prepare_cube,
     spread_back,
 )
-from emcore.methods.registry import Method, Param, RunContext, register
+from emcore.methods.lesson import Box, Curve, Lesson, LessonFigure, Panel, spectrum_example
+from emcore.methods.registry import FilterViewSpec, Method, Param, RunContext, register
 from emcore.progress import Progress
 
 # Settings of the two presets. `channels`: the most channels the network sees after
@@ -297,6 +299,78 @@ class _Network:
 
 
 # --------------------------------------------------------------------------------- method
+# Parameters whose None means "the preset's value", and their names in PRESETS.
+_PRESET_KEYS = (("steps", "steps"), ("width", "width"), ("batch_size", "batch"), ("patch_size", "patch"))
+
+
+def _auto_bin(channels: int, preset: dict) -> int:
+    """Channels summed per bin so that the network sees at most the preset's number of channels."""
+    return max(1, -(-channels // preset["channels"]))
+
+
+def _preset_values(params: dict) -> dict:
+    preset = PRESETS[params["preset"]]
+    return {**{k: preset[key] for k, key in _PRESET_KEYS}, "max_minutes": preset["max_minutes"]}
+
+
+# CPU seconds per voxel of a training crop and step for the fast preset's network (width 12),
+# and per voxel at inference, on 2 CPU cores (measured on the 128×128×1024 EDS example, binned
+# to 128 channels: about 6 s a step); the cost grows with the square of the width.
+_STEP_SECONDS_PER_VOXEL = 2e-5
+_INFER_SECONDS_PER_VOXEL = 3e-6
+
+
+def _estimate(shape: tuple, kind: str, params: dict) -> float:
+    from emcore.methods.common import accelerator_speedup
+
+    preset = PRESETS[params["preset"]]
+    steps, width, batch, patch = (params[k] if params[k] is not None else preset[key] for k, key in _PRESET_KEYS)
+    h, w, e = shape
+    channels = -(-e // (params["bin_energy"] or _auto_bin(e, preset)))
+    scale = (width / 12) ** 2 / accelerator_speedup()
+    train = _STEP_SECONDS_PER_VOXEL * scale * steps * batch * min(patch, max(h, w)) ** 2 * channels
+    minutes = params["max_minutes"] if params["max_minutes"] is not None else (
+        preset["max_minutes"] if accelerator_speedup() == 1.0 else None)
+    if minutes is not None:
+        train = min(train, 60.0 * minutes)
+    passes = _J_INVARIANT_PASSES if params["inference"] == "j-invariant" else 1
+    return train + _INFER_SECONDS_PER_VOXEL * scale * passes * h * w * channels
+
+
+def _lesson_figure() -> LessonFigure:
+    from emcore import spectral
+
+    ds = spectrum_example()
+    e = ds.energy_axis()
+    r, c = 16, 16
+    lo, hi = spectral.line_channels("Fe_Ka", ds.calibration, ds.data.shape[2])
+    spectrum = Panel(f"Spectrum of pixel ({r}, {c})", x_title="Energy (keV)", band=(e[lo], e[hi - 1]),
+                     curves=(Curve(e, ds.data[r, c], "recorded (counts)", "grey"),
+                             Curve(e, ds.ground_truth[r, c], "true (expected counts)", "crimson")))
+    window = Panel("Fe Kα slice, noisy: a 3×3 neighbourhood", energy_window_map(ds.data, (lo + hi - 1) // 2, hi - lo),
+                   colorscale="viridis", clip=None, boxes=(Box(r - 1, c - 1, 3, 3, "white"),))
+    return LessonFigure((spectrum, window), widths=(0.65, 0.35), spacing=0.08, legend_below=True)
+
+
+LESSON = Lesson(
+    assumes="In a spectrum image, neighbouring pixels and neighbouring energies are correlated (the same "
+            "particle, the same peak), while counting noise is independent from voxel to voxel. A 3-D "
+            "convolutional autoencoder compresses (row, column, energy) blocks and keeps what they share.",
+    needs="Only the noisy spectrum image (trained on it Noise2Self-style; optionally with the HAADF image as "
+          "an extra input). A GPU helps: minutes there, much longer on a CPU.",
+    choose_when="EDS maps too sparse for PCA to separate minor elements, where both spatial and spectral "
+                "context are needed. Check it against PCA with the count-split score of the Compare page: "
+                "on a nearly uniform sample PCA's one spectral model for the whole map is hard to beat, and "
+                "the network needs a longer training to pass it (on the SiO₂ cube of our benchmark: "
+                "3000 steps rather than the fast preset's 400).",
+    parameters="Training budget; the network's width and depth; use of the HAADF image.",
+    reference="R. Taylor, Y. Chen, H. Zheng, N. D. Browning, “Deep learning-based blind denoising for "
+              "enhancing energy-dispersive X-ray spectroscopy (EDS) images”, *Microscopy and Microanalysis* "
+              "(conference abstract); with the masking of J. Batson, L. Royer, *ICML* 2019.",
+    caption="A small simulated EDS map: the spectrum of one pixel as recorded (a handful of counts) and as it "
+            "truly is, and the neighbourhood in space and energy a 3-D convolution reads.",
+    figure=_lesson_figure,
+)
 
 
 def _choose_haadf(ds: Dataset, want: bool, ctx: RunContext) -> np.ndarray | None:
@@ -338,23 +412,17 @@ def _run(ds: Dataset, params: dict, ctx: RunContext) -> np.ndarray:
 
     lo, hi = _energy_window(ds, params["energy_min"], params["energy_max"])
     e_span = hi - lo
-    bin_energy = params["bin_energy"] or max(1, -(-e_span // preset["channels"]))
+    bin_energy = params["bin_energy"] if params["bin_energy"] is not None else _auto_bin(e_span, preset)
     prep = prepare_cube(data, lo, hi, bin_energy)
-    steps = params["steps"] or preset["steps"]
-    width = params["width"] or preset["width"]
-    batch = params["batch_size"] or preset["batch"]
-    patch = params["patch_size"] or preset["patch"]
-    if patch < 8:
-        raise EmcoreError(f"Training crops must be at least 8 pixels wide (or 0 for the preset's); got {patch}.")
+    # None: the preset's value (Param.preset); the Params' ranges keep crops >= 8 px, width >= 4.
+    steps, width, batch, patch = (params[k] if params[k] is not None else preset[key] for k, key in _PRESET_KEYS)
     device = select_device(ctx.device)
-    if 0 < width < 4:
-        raise EmcoreError(f"The network width must be at least 4 feature channels (or 0 for the preset's); got {width}.")
-    max_minutes = params["max_minutes"] or None
+    max_minutes = params["max_minutes"]
     if max_minutes is None and device.type == "cpu":
         max_minutes = preset["max_minutes"]
     ctx.resolved.update(bin_energy=int(prep.bin), steps=int(steps), width=int(width), batch_size=int(batch),
                         patch_size=int(min(patch, max(data.shape[:2]))), use_haadf=haadf is not None,
-                        max_minutes=float(max_minutes or 0.0))
+                        max_minutes=None if max_minutes is None else float(max_minutes))
     cal = ds.calibration
     e_lo, e_hi = cal.energy_offset + cal.energy_scale * prep.lo, cal.energy_offset + cal.energy_scale * (prep.hi - 1)
     ctx.log.append(
@@ -459,30 +527,35 @@ register(Method(
               help="'single': one pass over the whole noisy cube, as Taylor et al. (the usual choice); "
                    "'j-invariant': 8 passes, each hiding an eighth of the voxels, so that no voxel's estimate sees "
                    "its own count (Batson & Royer 2019, Sec. 4)."),
-        Param("steps", "int", 0, min=0, max=200_000, label="Training steps",
-              help="Optimiser steps; 0 uses the preset's (fast: 400, quality: 3000)."),
-        Param("max_minutes", "float", 0.0, min=0.0, max=1440.0, label="Time limit (min)",
-              help="Stop training after this many minutes and denoise with the best model so far; 0 uses the "
-                   "preset's (fast: 4 min on the CPU, otherwise none). A run that hits the limit is not "
+        Param("steps", "int", None, min=1, max=200_000, label="Training steps", preset=True, group="training",
+              help="Optimiser steps (preset: fast 400, quality 3000)."),
+        Param("max_minutes", "float", None, min=0.01, max=1440.0, label="Time limit (min)", preset=True,
+              group="training",
+              help="Stop training after this many minutes and denoise with the best model so far (preset: fast "
+                   "4 min on the CPU and none on a GPU, quality none). A run that hits the limit is not "
                    "bit-reproducible."),
-        Param("batch_size", "int", 0, min=0, max=256, label="Batch size",
-              help="Crops per training step; 0 uses the preset's (4)."),
-        Param("patch_size", "int", 0, min=0, max=1024, label="Patch size (px)",
-              help="Side of the training crops in pixels (each holds the whole energy axis); 0 uses the preset's "
-                   "(fast: 24, quality: 48). Maps smaller than a crop train on crops of their own size."),
-        Param("bin_energy", "int", 0, min=0, max=64, label="Energy binning",
-              help="Channels summed into one before training (the result is spread back over them); 0 sums "
+        Param("batch_size", "int", None, min=1, max=256, label="Batch size", preset=True, group="training",
+              help="Crops per training step (preset: 4)."),
+        Param("patch_size", "int", None, min=8, max=1024, label="Patch size (px)", preset=True, group="training",
+              help="Side of the training crops in pixels, each holding the whole energy axis (preset: fast 24, "
+                   "quality 48). Maps smaller than a crop train on crops of their own size."),
+        Param("bin_energy", "int", None, auto=True, min=1, max=64, label="Energy binning",
+              help="Channels summed into one before training (the result is spread back over them); when unset, "
                    "enough to leave at most 128 (fast) or 256 (quality) channels."),
         Param("energy_min", "float", None, auto=True, min=-1e6, max=1e6, label="Energy from",
               help="Lowest energy denoised, in the units of the energy axis (keV usually); the whole axis when unset."),
         Param("energy_max", "float", None, auto=True, min=-1e6, max=1e6, label="Energy to",
               help="Highest energy denoised; channels outside the range are left as recorded."),
-        Param("width", "int", 0, min=0, max=64, label="Network width",
-              help="Feature channels at full resolution, doubled at each level; 0 uses the preset's "
-                   "(fast: 12, quality: 24)."),
+        Param("width", "int", None, min=4, max=64, label="Network width", preset=True, group="advanced",
+              help="Feature channels at full resolution, doubled at each level (preset: fast 12, quality 24)."),
     ),
     run=_run,
     quick={"steps": 3, "width": 4},
+    estimate_seconds=_estimate,
+    filter_view=FilterViewSpec(label="3D-DCAE"),
+    lesson=LESSON,
+    preset_values=_preset_values,
+    cost_hint="On a CPU the fast preset stops training after 4 minutes; a GPU trains far more in that time.",
     details="Taylor, Chen, Zheng & Browning (Microsc. Microanal.) extend Noise2Self (Batson & Royer, ICML 2019) to "
             "EDS spectrum images: a 3-D convolutional autoencoder over (energy, row, column) — encoder, residual "
             "block, bottleneck, decoder of transposed convolutions — learns to predict randomly hidden voxels from "

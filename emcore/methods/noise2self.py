@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from emcore.data.dataset import Dataset
-from emcore.methods.registry import Method, Param, RunContext, register
+from emcore.methods.lesson import ZOOM, Lesson, LessonFigure, example_image, image_row
+from emcore.methods.registry import FilterViewSpec, Method, Param, RunContext, register
 from emcore.methods.zero_shot import (
     _budget_params,
     _check_size,
@@ -25,6 +26,8 @@ from emcore.methods.zero_shot import (
     _infer_frames,
     _settings,
     _train,
+    estimate,
+    preset_values,
 )
 
 # Neighbour weights of the interpolation that replaces a masked pixel: the 8-neighbourhood,
@@ -151,6 +154,40 @@ def _run_noise2self(ds: Dataset, params: dict, ctx: RunContext) -> np.ndarray:
     return denormalise(out.reshape(ds.data.shape), scale)
 
 
+def lesson_views(noisy: np.ndarray, grid: int = 4, phase: tuple[int, int] = (1, 2)) -> tuple[np.ndarray, np.ndarray]:
+    """Noise2Self's mask (1 = hidden) and the network input with those pixels interpolated [Batson2019]."""
+    mask = grid_mask(noisy.shape, grid, phase)
+    x = torch.from_numpy(np.asarray(noisy, np.float32))[None, None]
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    return mask.astype(np.float32), interpolate_masked(x, m)[0, 0].numpy()
+
+
+def _lesson_figure() -> LessonFigure:
+    _, noisy = example_image()
+    mask, masked = lesson_views(noisy)
+    return image_row([("Noisy image (32×32 px)", noisy[ZOOM]), ("Hidden pixels (1 in 4×4)", mask[ZOOM]),
+                      ("Network input", masked[ZOOM])])
+
+
+LESSON = Lesson(
+    assumes="The noise is independent from pixel to pixel (true for counting noise; not for scan streaks or "
+            "correlated detector noise), while the signal is not. Then predicting a pixel from its "
+            "neighbours only can recover the signal but never the pixel's own noise.",
+    needs="Only the noisy data — no clean images and no noise model. It trains on the image itself: "
+          "minutes on a GPU, tens of minutes on a CPU.",
+    choose_when="Data unlike any simulation, with pixel-independent noise and nothing else to learn from. "
+                "The baseline of self-supervised denoising; Noise2SR usually does better on HREM images.",
+    parameters="**Preset** (training budget); **mask grid** (one pixel in grid×grid is hidden per pass); "
+               "**inference** ('single' pass, or 'j-invariant' — one pass per mask phase).",
+    reference="J. Batson, L. Royer, “Noise2Self: blind denoising by self-supervision”, *ICML* 2019, "
+              "PMLR 97, 524–533.",
+    caption="The masking scheme on the example: one pixel in every 4×4 block is hidden (middle) and replaced by "
+            "the average of its neighbours (right); the network is trained to predict the noisy values of "
+            "exactly those hidden pixels.",
+    figure=_lesson_figure,
+)
+
+
 register(Method(
     name="noise2self",
     label="Noise2Self",
@@ -177,4 +214,10 @@ register(Method(
             "values of exactly those pixels; since their noise is independent of the rest, it can only learn "
             "the signal. The baseline Noise2SR is measured against. For spectrum images use dcae3d.",
     quick={"steps": 2, "batch_size": 2, "patch_size": 32, "inference": "single"},
+    estimate_seconds=estimate("noise2self"),
+    filter_view=FilterViewSpec(),
+    lesson=LESSON,
+    preset_values=preset_values("noise2self"),
+    cost_hint="The fast preset is meant for a CPU; lower the training steps, choose single-pass inference, or "
+              "set a time limit for a quicker result.",
 ))

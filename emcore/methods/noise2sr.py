@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from emcore.data.dataset import Dataset
 from emcore.methods import zero_shot  # tile sizes read at call time (tests change them)
-from emcore.methods.registry import Method, Param, RunContext, register
+from emcore.methods.lesson import ZOOM, Lesson, LessonFigure, example_image, image_row
+from emcore.methods.registry import FilterViewSpec, Method, Param, RunContext, register
 from emcore.methods.zero_shot import (
     PAPER_SCALE,
     _budget_params,
@@ -30,6 +31,8 @@ from emcore.methods.zero_shot import (
     _pad_to,
     _settings,
     _train,
+    estimate,
+    preset_values,
 )
 from emcore.progress import Progress
 
@@ -253,6 +256,41 @@ def _run_noise2sr(ds: Dataset, params: dict, ctx: RunContext) -> np.ndarray:
     return denormalise(out.reshape(ds.data.shape), scale)
 
 
+def lesson_views(noisy: np.ndarray, s: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Noise2SR's sub-sampled input (H/s, W/s) and its loss mask (H, W; 1 = not fed in) [Tian2024]."""
+    h, w = noisy.shape[0] // s * s, noisy.shape[1] // s * s
+    x = torch.from_numpy(np.ascontiguousarray(noisy[:h, :w], np.float32))[None, None]
+    cells = torch.from_numpy(draw_cells(np.random.default_rng(seed), 1, h // s, w // s, s))
+    low, mask = subsample(x, cells, s)
+    return low[0, 0].numpy(), mask[0, 0].numpy()
+
+
+def _lesson_figure() -> LessonFigure:
+    _, noisy = example_image()
+    low, mask = lesson_views(noisy[ZOOM])
+    return image_row([("Noisy image (32×32 px)", noisy[ZOOM]), ("Input: 1 random pixel per 2×2 cell", low),
+                      ("Loss on the pixels not fed in", mask)])
+
+
+LESSON = Lesson(
+    assumes="Pixel-independent noise, as Noise2Self. A random sub-sampler keeps one pixel of every 2×2 cell; "
+            "a super-resolving network predicts the full image from that, and is scored on the three pixels "
+            "per cell it did not see, whose noise is independent of its input.",
+    needs="Only the one noisy image (zero-shot). Training on the image itself: a few minutes on a GPU, longer "
+          "on a CPU.",
+    choose_when="A single HREM image of a structure unlike the simulations, at low dose. Averaging many "
+                "sub-samplings at the end gives a smoother estimate.",
+    parameters="**Preset** (training budget); **sub-sampling cell** (2 px as in the paper); **sub-samplings "
+               "averaged** at inference.",
+    reference="X. Tian, Z. Dong, X. Lin, Y. Gao, H. Wei, Y. Ma, J. Yu, Y. Zhang, “Zero-shot image denoising "
+              "for high-resolution electron microscopy”, *IEEE Trans. Comput. Imaging* 10, 1462–1475 (2024).",
+    caption="The sub-sampling scheme on the example: the half-size input made of one random pixel per 2×2 "
+            "cell (middle), and the pixels the loss is taken on (right, white): the three per cell that the "
+            "network did not see.",
+    figure=_lesson_figure,
+)
+
+
 register(Method(
     name="noise2sr",
     label="Noise2SR",
@@ -266,9 +304,9 @@ register(Method(
                    "on 2 CPU cores; 'quality': the paper's settings (Adam 1e-4, batches of 10 patches of 256 px, "
                    "6000 steps, 50 sub-samplings averaged) with a deeper network, meant for a GPU."),
     ) + _budget_params("noise2sr") + (
-        Param("mmse_samples", "int", 0, min=0, max=1000, label="Sub-samplings averaged",
+        Param("mmse_samples", "int", None, min=1, max=1000, label="Sub-samplings averaged", preset=True,
               help="M, the number of random sub-samplings whose outputs are averaged at the end (MMSE "
-                   "estimate); more lowers the variance; 0 uses the preset's (50 as in the paper)."),
+                   "estimate); more lowers the variance (preset: 50, as in the paper)."),
         Param("scale", "int", PAPER_SCALE, min=2, max=4, label="Sub-sampling cell (px)",
               help="Side s of the cells of which one pixel is kept; the network super-resolves by s (paper: 2)."),
     ),
@@ -284,4 +322,10 @@ register(Method(
             "On 512×512 crops of simulated Pt/CeO2 images with Poisson–Gaussian noise (5.9 dB), the fast preset "
             "reaches 28.8 dB, against 24.7 dB for BM3D and 24.0 dB for Noise2Self.",
     quick={"steps": 2, "batch_size": 2, "patch_size": 32, "mmse_samples": 2},
+    estimate_seconds=estimate("noise2sr"),
+    filter_view=FilterViewSpec(),
+    lesson=LESSON,
+    preset_values=preset_values("noise2sr"),
+    cost_hint="The fast preset is meant for a CPU; lower the training steps or set a time limit for a quicker "
+              "result, or run it where a GPU is available.",
 ))

@@ -28,6 +28,7 @@ import scipy.linalg
 
 from emcore.data.dataset import Dataset
 from emcore.errors import EmcoreError
+from emcore.methods.lesson import Curve, Lesson, LessonFigure, Panel, spectrum_example
 from emcore.methods.registry import Method, Param, RunContext, register
 from emcore.progress import ProgressFn
 from emcore.progress import report as _report
@@ -376,6 +377,56 @@ def _run_pca(ds: Dataset, params: dict, ctx: RunContext) -> np.ndarray:
     return out
 
 
+# Seconds per unit of the SVD's work, pixels × channels × min(pixels, channels), on 2 CPU
+# cores (64×64×1024 in about 4 s).
+_SECONDS_PER_FLOP = 8e-10
+
+
+def _estimate(shape: tuple, kind: str, params: dict) -> float:
+    h, w, e = shape
+    return _SECONDS_PER_FLOP * h * w * e * min(h * w, e)
+
+
+def _lesson_figure() -> LessonFigure:
+    from emcore import spectral
+
+    ds = spectrum_example()
+    out, info = denoise_pca(ds.data)
+    ratio = np.asarray(info.explained_variance_ratio[:20])
+    k = np.arange(1, len(ratio) + 1)
+    scree = Curve(k, ratio, marker_colors=tuple("crimson" if i <= info.n_components else "grey" for i in k),
+                  hover="component %{x}<br>explained variance %{y:.2e}<extra></extra>")
+    maps = [spectral.element_map(cube, "Fe_Ka", ds.calibration) for cube in (ds.data, out)]
+    return LessonFigure((Panel("Scree curve", curves=(scree,), x_title="component", y_title="explained variance ratio",
+                               log_y=True),
+                         Panel("Fe Kα map, noisy", maps[0], colorscale="viridis", clip=None),
+                         Panel(f"Fe Kα map, PCA ({info.n_components} components)", maps[1], colorscale="viridis",
+                               clip=None)), spacing=0.06)
+
+
+LESSON = Lesson(
+    assumes="A spectrum image is a mixture of a few distinct spectra (one per phase or element "
+            "combination), so its pixels × channels matrix has only a few components that carry signal; "
+            "everything else is counting (Poisson) noise, which a weighting by the mean counts makes "
+            "uniform.",
+    needs="Only the noisy spectrum image. No clean data, no GPU; seconds for 128×128×1024.",
+    choose_when="EDS or EELS spectrum images — the standard first step before quantification, as in "
+                "HyperSpy. It cannot help a single image, and with too many components it keeps noise; with "
+                "too few it erases a minor phase. Check the residual of rare elements.",
+    parameters="**Components** (chosen automatically from the scree curve: the Gavish–Donoho threshold "
+               "capped by the elbow; you can override); **Poisson weighting** (turn off for data that are "
+               "not raw counts).",
+    reference="M. R. Keenan, P. G. Kotula, “Accounting for Poisson noise in the multivariate analysis of "
+              "ToF-SIMS spectrum images”, *Surf. Interface Anal.* 36, 203–212 (2004); M. Gavish, D. L. Donoho, "
+              "“The optimal hard threshold for singular values is 4/√3”, *IEEE Trans. Inf. Theory* 60, "
+              "5040–5053 (2014).",
+    caption="Scree curve of a small simulated EDS map (left): a few components stand above the noise "
+            "plateau; PCA keeps those. Right: the iron Kα map from the noisy cube and from the PCA "
+            "reconstruction.",
+    figure=_lesson_figure,
+)
+
+
 register(Method(
     name="pca",
     label="PCA (Poisson-weighted)",
@@ -394,4 +445,6 @@ register(Method(
     details="The pixels × channels matrix is scaled so that Poisson noise becomes roughly uniform, "
             "decomposed by SVD, truncated to the components above the noise (Gavish–Donoho threshold, "
             "capped by HyperSpy's scree elbow) and reconstructed.",
+    estimate_seconds=_estimate,
+    lesson=LESSON,
 ))

@@ -1,22 +1,30 @@
 """The single method registry and the one call that runs any method: :func:`denoise`.
 
 A method is added in one place — a :class:`Method` entry passed to :func:`register` — that
-declares its name, label, description, kind, the data kinds it accepts and its parameters.
-The Denoise page builds its widgets from those declarations, the CLI accepts
-``--set name=value`` for them, and one contract test runs over every entry.
+declares its name, label, description, kind, the data kinds it accepts, its parameters
+(training knobs included), a cost estimate, whether the filter view applies and its lesson
+for the Learn page. The Denoise and Learn pages build everything from those declarations, the
+CLI accepts ``--set name=value`` for them, and one contract test runs over every entry; no page
+or CLI code names a method.
+
+One convention for values a method chooses itself: ``None``. A parameter with ``auto=True``
+is then estimated from the data; one with ``preset=True`` takes the value of the method's
+preset (:attr:`Method.preset_values` says which, so a form can show it).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 
 from emcore.data.dataset import Dataset
 from emcore.errors import EmcoreError, Stopped  # noqa: F401  (Stopped: re-exported)
+from emcore.methods.lesson import Lesson
 from emcore.progress import ProgressFn, StopFn
 
 MethodKind = Literal["classical", "supervised", "self-supervised"]
@@ -27,11 +35,20 @@ ParamType = Literal["float", "int", "bool", "choice", "path"]
 class Param:
     """A declared method parameter.
 
-    ``default=None`` with ``auto=True`` means "estimated from the data unless given"; the
-    value actually used is reported in :attr:`DenoiseResult.params`. A ``"path"`` parameter
-    names a file (e.g. a weights file); ``None`` or an empty string means "the built-in
-    default". The app fills it from an upload saved under a name of its own, never the
-    uploaded name.
+    ``None`` is the one value meaning "the method chooses": with ``auto=True`` it is estimated
+    from the data, with ``preset=True`` it is the value of the method's preset
+    (:attr:`Method.preset_values`); the value actually used is reported in
+    :attr:`DenoiseResult.params`. A ``"path"`` parameter names a file (e.g. a weights file);
+    ``None`` or an empty string means "the built-in default" — unless ``required``: then it
+    needs a value whenever it applies (see ``when``). The app fills it from an upload saved
+    under a name of its own (``upload``), never the uploaded name.
+
+    Attributes beyond the value's type and range say where the parameter shows: ``group``
+    ("" for the main form, "training" or "advanced"); ``when``, pairs ``(other parameter,
+    values)`` that must all hold for it to matter (the form hides it otherwise);
+    ``choice_labels``, words for the choices; ``choice_kinds``, choices offered only for some
+    data kinds; ``file_types``, the extensions an upload may have; ``flags``, further spellings
+    of its option in ``python -m emcore train``.
     """
 
     name: str
@@ -44,10 +61,27 @@ class Param:
     choices: tuple = ()
     auto: bool = False
     log: bool = False
+    preset: bool = False
+    required: bool = False
+    group: str = ""
+    when: tuple[tuple[str, tuple], ...] = ()
+    choice_labels: dict = field(default_factory=dict)
+    choice_kinds: dict = field(default_factory=dict)
+    file_types: tuple[str, ...] = ()
+    upload: Callable[[bytes, str, str], str] | None = None
+    flags: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:
         return self.label or self.name.replace("_", " ").capitalize()
+
+    def applies(self, values: dict[str, Any]) -> bool:
+        """Whether this parameter matters, given the values of the others (see ``when``)."""
+        return all(values.get(name) in allowed for name, allowed in self.when)
+
+    def choices_for(self, kind: str) -> tuple:
+        """The choices offered for data of ``kind`` (see ``choice_kinds``)."""
+        return tuple(c for c in self.choices if kind in self.choice_kinds.get(c, (kind,)))
 
     def coerce(self, value: Any, method: str) -> Any:
         """Validate ``value`` (a Python value or a CLI string) and return it typed."""
@@ -55,8 +89,8 @@ class Param:
         if self.type == "path":
             text = "" if value is None else str(value).strip()
             return text or None
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("auto", "none", "")):
-            if self.auto:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("auto", "preset", "none", "")):
+            if self.auto or self.preset:
                 return None
             if value is None and self.default is None:
                 return None
@@ -106,10 +140,33 @@ class RunContext:
 
 
 @dataclass(frozen=True)
+class FilterViewSpec:
+    """How "what is the network looking at?" (:mod:`emcore.evaluate.filter_view`) applies to a
+    method: its results carry ``artifacts["apply"]`` (see :class:`DenoiseResult`).
+
+    ``label`` names the method in lists of the methods the view works on (default: its
+    label); ``note``, when given, is added to every filter's description (what the view
+    follows for this method, where that needs saying).
+    """
+
+    label: str = ""
+    note: str = ""
+
+
+EstimateFn = Callable[[tuple, str, dict], "float | None"]
+
+
+@dataclass(frozen=True)
 class Method:
-    """A registry entry.
+    """A registry entry: everything the app, the CLI and the Learn page need about a method.
 
     ``run(dataset, params, ctx)`` returns the denoised array, of the dataset's shape.
+    ``estimate_seconds(shape, kind, params)`` says roughly how long a run takes on this
+    machine (``None``: cannot tell); ``params`` holds every parameter, defaults filled in.
+    ``filter_view`` is set when the results carry a network the filter view can follow (the
+    method then uses torch). ``lesson`` is its section of the Learn page. ``preset_values``
+    maps the parameter values to the values the preset gives the ``preset=True`` parameters.
+    ``cost_hint`` is what to try when a run would be long.
     """
 
     name: str
@@ -124,6 +181,11 @@ class Method:
     # The smallest run that still exercises the whole method (tiny training budgets): used by
     # the contract test and quick benchmarks so learned methods finish in seconds.
     quick: dict = field(default_factory=dict)
+    estimate_seconds: EstimateFn | None = None
+    filter_view: FilterViewSpec | None = None
+    lesson: Lesson | None = None
+    preset_values: Callable[[dict], dict] | None = None
+    cost_hint: str = ""
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -137,13 +199,28 @@ class Method:
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}
 
+    def from_preset(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The values the preset chosen in ``values`` gives the ``preset=True`` parameters."""
+        if self.preset_values is None:
+            return {}
+        return dict(self.preset_values({**self.defaults(), **values}))
+
+    def estimate(self, shape: tuple, kind: str, params: dict[str, Any] | None = None) -> float | None:
+        """Rough seconds a run takes on data of ``shape`` and ``kind`` here, or None."""
+        if self.estimate_seconds is None:
+            return None
+        secs = self.estimate_seconds(tuple(int(s) for s in shape), kind, check_params(self, dict(params or {})))
+        return None if secs is None else float(secs)
+
     def to_dict(self) -> dict:
         return {
             "name": self.name, "label": self.label, "description": self.description, "kind": self.kind,
-            "accepts": list(self.accepts),
+            "accepts": list(self.accepts), "uses_torch": self.uses_torch,
+            "filter_view": self.filter_view is not None, "lesson": self.lesson is not None,
             "params": [
                 {"name": p.name, "type": p.type, "default": p.default, "min": p.min, "max": p.max,
-                 "choices": list(p.choices), "auto": p.auto, "help": p.help}
+                 "choices": list(p.choices), "auto": p.auto, "preset": p.preset, "group": p.group,
+                 "label": p.title, "help": p.help}
                 for p in self.params
             ],
         }
@@ -157,6 +234,21 @@ def register(method: Method) -> Method:
         raise ValueError(f"method {method.name!r} registered twice")  # a bug, not user input
     _REGISTRY[method.name] = method
     return method
+
+
+def unregister(name: str) -> Method:
+    """Remove a method (tests that register one of their own)."""
+    return _REGISTRY.pop(name)
+
+
+@contextmanager
+def registered(method: Method) -> Iterator[Method]:
+    """``with registered(Method(...)):`` — the method is in the registry inside the block only."""
+    register(method)
+    try:
+        yield method
+    finally:
+        unregister(method.name)
 
 
 def methods() -> list[Method]:
@@ -221,10 +313,16 @@ def resolve_device(device: str, uses_torch: bool) -> str:
 
 
 def check_params(method: Method, params: dict[str, Any]) -> dict[str, Any]:
-    """Defaults filled in, unknown names refused, values validated."""
+    """Defaults filled in, unknown names refused, values validated, required values present."""
     for k in params:
         method.param(k)
-    return {p.name: p.coerce(params.get(p.name, p.default), method.name) for p in method.params}
+    values = {p.name: p.coerce(params.get(p.name, p.default), method.name) for p in method.params}
+    for p in method.params:
+        if p.required and values[p.name] is None and p.applies(values):
+            because = " and ".join(f"{method.param(n).title} is {values[n]!r}" for n, _ in p.when)
+            raise EmcoreError(f"{method.label} needs a {p.title.lower()} ({p.name}) when {because}: give one, "
+                              f"or choose otherwise.")
+    return values
 
 
 def denoise(

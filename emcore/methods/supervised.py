@@ -9,20 +9,15 @@ back after (:func:`emcore.train.simulated.normalise`), as in training, so one se
 on any intensity scale. Large images go through :func:`emcore.methods.tiling.tiled_apply`
 (400-px tiles every 350 px by default, after Mohan et al. 2022).
 
-:func:`train_network` is the one entry point for the three ways of training these models:
-``"simulated"`` pairs made on the fly by :mod:`emcore.sim` (simulation-based
-denoising, Mohan et al. 2022), ``"frames"`` — Noise2Noise from two registered frames of the
-user's stack (Lehtinen et al., ICML 2018) — and ``"pairs"`` — the user's noisy and clean
-images.
+:func:`train_network` is the one entry point for the ways of training these models
+(:mod:`emcore.methods.supervised_training`); with ``weights_source="train"`` a run trains first
+and denoises with the new weights, from the same parameters everywhere (app, CLI, library).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import threading
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +25,15 @@ import numpy as np
 
 from emcore.data.dataset import Dataset
 from emcore.errors import EmcoreError
-from emcore.methods.registry import Method, Param, RunContext, register
+from emcore.methods.lesson import Lesson, LessonFigure, example_image, image_row
+from emcore.methods.registry import FilterViewSpec, Method, Param, RunContext, register
+from emcore.methods.supervised_training import (  # noqa: F401  (TrainingPlan, TrainedNetwork: re-exported)
+    MODEL_CLASS,
+    TrainedNetwork,
+    TrainingPlan,
+    fit_network,
+    training_params,
+)
 from emcore.progress import ProgressFn, StopFn
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
@@ -46,8 +49,6 @@ VARIANTS = ("standard", "bias-free")
 def shipped_path(name: str, variant: str = "standard") -> Path:
     """The shipped weights file of network ``name``: ``"standard"`` or ``"bias-free"`` (UNet)."""
     return SHIPPED_BIAS_FREE[name] if variant == "bias-free" and name in SHIPPED_BIAS_FREE else SHIPPED[name]
-MODEL_CLASS = {"dncnn": "DnCNN", "unet": "UNet"}
-SOURCES = ("simulated", "physics", "frames", "pairs")
 
 _CACHE: dict[tuple, Any] = {}
 _CACHE_LOCK = threading.Lock()
@@ -130,6 +131,8 @@ def _multiple(model) -> int:
 
 
 def _run_supervised(ds: Dataset, params: dict, ctx: RunContext, name: str) -> np.ndarray:
+    if params["weights_source"] == "train":
+        return _train_then_run(ds, params, ctx, name)
     import torch
 
     from emcore.methods.tiling import tiled_apply
@@ -197,23 +200,146 @@ def _frame_progress(progress: ProgressFn | None, i: int, n: int) -> ProgressFn |
 
 
 def _common_params(name: str) -> tuple[Param, ...]:
-    variants = (Param("shipped", "choice", "standard", choices=VARIANTS, label="Shipped weights",
+    shipped = (("weights_source", ("shipped",)),)
+    variants = (Param("shipped", "choice", "standard", choices=VARIANTS, label="Shipped weights", when=shipped,
                       help="standard: the better denoiser (trained on multislice images). bias-free: no additive "
                            "constant anywhere, so the output is exactly the filter that 'what is the network "
                            "looking at?' shows, f(x) = J(x) x (Mohan et al. 2020); trained on the workbench's "
                            "phantoms, last at 0.2–3 e⁻/px, so it is for low-dose data: at ~20 e⁻/px it denoises "
                            "far worse than the standard weights. A weights file, when given, is used instead."),) \
         if name in SHIPPED_BIAS_FREE else ()
-    return variants + (
-        Param("weights", "path", None, label="Weights file",
-              help=f"A weights file trained for this {MODEL_CLASS[name]} (python -m emcore train {name}, or the "
-                   "Train tab of the Denoise page); empty: the weights shipped with the workbench."),
-        Param("tile", "int", 400, min=32, max=4096, label="Tile (px)",
+    return (
+        Param("weights_source", "choice", "shipped", choices=("shipped", "file", "train"), label="Weights",
+              choice_labels={"shipped": "Shipped (trained on simulated HRTEM)", "file": "A weights file",
+                             "train": "Train now"},
+              help="shipped: the weights that come with the workbench; file: a weights file trained for this "
+                   f"{MODEL_CLASS[name]} (weights); train: train the network now (the training parameters), then "
+                   "denoise with the new weights."),
+    ) + variants + (
+        Param("weights", "path", None, label="Weights file", when=(("weights_source", ("file",)),),
+              required=True, file_types=("pt",), upload=lambda data, shown, folder: save_uploaded_weights(
+                  name, data, shown, folder),
+              help=f"A weights file trained for this {MODEL_CLASS[name]} (python -m emcore train {name}, or "
+                   "'Train now' on the Denoise page); when given, it is used whatever the weights source."),
+        Param("tile", "int", 400, min=32, max=4096, label="Tile (px)", group="advanced",
               help="Side of the tiles the image is cut into (memory stays bounded; Mohan et al. 2022 found "
                    "400-px tiles better than whole images for large UNets)."),
-        Param("overlap", "int", 50, min=0, max=2048, label="Tile overlap (px)",
+        Param("overlap", "int", 50, min=0, max=2048, label="Tile overlap (px)", group="advanced",
               help="Overlap between neighbouring tiles, blended smoothly (at most half the tile)."),
-    )
+    ) + training_params(name)
+
+
+def _train_then_run(ds: Dataset, params: dict, ctx: RunContext, name: str) -> np.ndarray:
+    """Train the network as the training parameters say, then denoise with the new weights."""
+    plan = TrainingPlan.from_params(name, params, seed=ctx.seed, device=ctx.device)
+    clean = None
+    if params["clean"] and plan.source == "pairs":
+        from emcore import io
+
+        clean = io.load(params["clean"], kind=ds.kind).data
+    trained = train_network(plan, ds, clean=clean, progress=ctx.progress, should_stop=ctx.should_stop)
+    first = _trained_line(trained)
+    out = _run_supervised(ds, {**params, "weights_source": "file", "weights": str(trained.path)}, ctx, name)
+    ctx.log.insert(0, first)
+    ctx.artifacts.update(training=trained.result.history, weights_path=str(trained.path), card=trained.card)
+    ctx.resolved.update(steps_done=int(trained.result.steps_done))
+    return out
+
+
+def _trained_line(trained: TrainedNetwork) -> str:
+    """The log's first line after a training run; refuses a run that never gave a usable model."""
+    r = trained.result
+    if r.status == "diverged" and r.best_step == 0:
+        raise EmcoreError(f"Training diverged before any usable model: {r.message} Lower the learning rate.")
+    return f"Trained {MODEL_CLASS[trained.card['model']]} on {trained.card['data']}: {r.message}"
+
+
+# CPU seconds per pixel (2 cores) of inference and of a training step per patch pixel; DnCNN's
+# 17 full-resolution layers cost about four times the UNet's pyramid (measured on 512×512).
+_INFER_SECONDS = {"dncnn": 8e-6, "unet": 2e-6}
+_STEP_SECONDS = {"dncnn": 2e-5, "unet": 5e-6}
+
+
+def _estimate(name: str):
+    def seconds(shape: tuple, kind: str, params: dict) -> float:
+        from emcore.methods.common import accelerator_speedup
+
+        frames = shape[0] if kind == "stack" else 1
+        h, w = shape[-2:]
+        tile, step = int(params["tile"]), max(int(params["tile"]) // 2, int(params["tile"]) - int(params["overlap"]))
+        tiled = (max(1, -(-(h - tile) // step) + 1) * tile if h > tile else h) * \
+            (max(1, -(-(w - tile) // step) + 1) * tile if w > tile else w)
+        total = _INFER_SECONDS[name] * frames * tiled
+        if params["weights_source"] == "train":
+            train = _STEP_SECONDS[name] * params["steps"] * params["batch_size"] * params["patch_size"] ** 2
+            total += train if params["max_minutes"] is None else min(train, 60.0 * params["max_minutes"])
+        return total / accelerator_speedup()
+
+    return seconds
+
+
+def _dncnn_figure() -> LessonFigure:
+    clean, noisy = example_image()
+    return image_row([("Noisy input (20 e⁻/px)", noisy), ("Clean target", clean),
+                      ("Noise = input − target", noisy - clean)], colorscales={2: "RdBu_r"})
+
+
+def unet_views(image: np.ndarray, scales: int = 4) -> list[np.ndarray]:
+    """The image at ``scales`` resolutions, each a 2×2 average of the previous one."""
+    views = [np.asarray(image, np.float32)]
+    for _ in range(scales - 1):
+        a = views[-1]
+        h, w = a.shape[0] // 2 * 2, a.shape[1] // 2 * 2
+        views.append(a[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)))
+    return views
+
+
+def _unet_figure() -> LessonFigure:
+    _, noisy = example_image()
+    views = unet_views(noisy, 4)
+    return image_row([(f"1/{2 ** i} resolution" if i else "Full resolution", v) for i, v in enumerate(views)],
+                     height=260)
+
+
+_MOHAN = ("S. Mohan, R. Manzorro, J. L. Vincent et al., “Deep denoising for scientific discovery: a case study in "
+          "electron microscopy”, *IEEE Trans. Comput. Imaging* 8, 585–597 (2022).")
+DNCNN_LESSON = Lesson(
+    assumes="Images like the training images, with noise like the training noise. The network learns the "
+            "*noise* (residual learning): it predicts noisy − clean and subtracts it.",
+    needs="Training pairs of noisy and clean images. The workbench ships weights trained on simulated "
+          "HRTEM images (simulation-based denoising), so using it takes seconds on a CPU; training your own "
+          "takes hours on a CPU and minutes on a GPU.",
+    choose_when="HRTEM/STEM images close to the training simulations, when you want a fast result. For data "
+                "unlike the simulations, train on your own pairs or use a self-supervised method, and check "
+                "the result with the no-reference tests.",
+    parameters="**Weights file** (shipped, or your own); **tile** size and **overlap** for large images.",
+    reference="K. Zhang, W. Zuo, Y. Chen, D. Meng, L. Zhang, “Beyond a Gaussian denoiser: residual learning "
+              "of deep CNN for image denoising”, *IEEE Trans. Image Process.* 26, 3142–3155 (2017); "
+              "S. Mohan et al., “Deep denoising for scientific discovery: a case study in electron "
+              "microscopy”, *IEEE Trans. Comput. Imaging* 8, 585–597 (2022).",
+    caption="One training pair, made live by the simulator: the noisy input, the clean target, and the noise "
+            "(input − target) that DnCNN learns to predict.",
+    figure=_dncnn_figure,
+)
+UNET_LESSON = Lesson(
+    assumes="As DnCNN: images and noise like those it was trained on. The UNet looks at the image at four "
+            "resolutions, so each output pixel sees 116 px around it — several lattice periods — and can "
+            "use the repetition of the crystal.",
+    needs="Training pairs (shipped weights trained on simulated HRTEM pairs, as in Mohan et al. 2022). "
+          "Inference takes seconds on a CPU; training takes hours on a CPU, tens of minutes on a GPU.",
+    choose_when="The best choice for HRTEM of nanoparticles at very low dose when the simulations match your "
+                "microscope; the Compare page's 'What is the network looking at?' shows which input pixels "
+                "each output pixel comes from.",
+    parameters="**Weights file**; **tile** size (400 px, as Mohan et al.) and **overlap**.",
+    reference="O. Ronneberger, P. Fischer, T. Brox, “U-Net: convolutional networks for biomedical image "
+              "segmentation”, *MICCAI* 2015, LNCS 9351, 234–241; " + _MOHAN,
+    caption="The same noisy patch at the four resolutions the UNet works at (here each is a 2×2 average of "
+            "the previous one; the network pools learned features instead): the coarse levels see the "
+            "lattice through the noise, the fine level places the columns precisely.",
+    figure=_unet_figure,
+)
+_COST_HINT = ("Training takes most of the time: fewer steps, a time limit, fine-tuning the shipped weights "
+              "(far fewer steps needed) or a GPU make it shorter.")
 
 
 register(Method(
@@ -231,6 +357,10 @@ register(Method(
             "trained on HRTEM phantoms simulated by the workbench at 0.3–20 e⁻/px with Poisson and "
             "Poisson–Gaussian noise (simulation-based denoising, Mohan et al., IEEE TCI 2022). Images are "
             "divided by their mean first, so any intensity scale works. Stacks are denoised frame by frame.",
+    estimate_seconds=_estimate("dncnn"),
+    filter_view=FilterViewSpec(),
+    lesson=DNCNN_LESSON,
+    cost_hint=_COST_HINT,
 ))
 
 register(Method(
@@ -249,136 +379,20 @@ register(Method(
             "nanoparticle on CeO₂ computed with abTEM (many defoci, thicknesses and small tilts, as Mohan et "
             "al. built theirs) with fresh Poisson and Poisson–Gaussian noise at 0.3–20 e⁻/px; large images "
             "run in overlapping 400-px tiles.",
+    estimate_seconds=_estimate("unet"),
+    filter_view=FilterViewSpec(),
+    lesson=UNET_LESSON,
+    cost_hint=_COST_HINT,
 ))
 
 
 # -- training ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrainingPlan:
-    """How to train a supervised network (validated on construction).
-
-    Parameters
-    ----------
-    model : {"dncnn", "unet"}
-    source : {"simulated", "physics", "frames", "pairs"}
-        HRTEM phantoms simulated on the fly; the cached abTEM multislice set
-        (:mod:`emcore.train.physics_set`, made by ``benchmarks/make_abtem_set.py``) at ``cache``;
-        Noise2Noise from the frames of the dataset (a stack); or the dataset and its clean
-        counterpart (the ground truth, or a clean file).
-    steps, max_seconds, batch_size, patch_size, lr, seed, device
-        Training budget and settings (see :class:`emcore.train.config.TrainConfig`).
-    dose_min, dose_max, noise
-        Simulated pairs only: dose range (e⁻/px) and noise model.
-    scales, base, depth, width, bias_free
-        Architecture (UNet: scales, base; DnCNN: depth, width).
-    start_from_shipped : bool
-        Fine-tune from the shipped weights (same architecture only) instead of from scratch.
-        With ``bias_free`` and shipped weights that have biases, the bias-free network starts
-        from their convolution weights and normalisation scales and variances, with every
-        additive constant (convolution and batch-norm biases, running means) dropped.
-    freeze_norm : bool
-        Bias-free networks only: their normalisations divide by the running standard deviation
-        in training too, instead of by the batch's (see
-        :class:`models.dncnn.BiasFreeBatchNorm2d`). With batches of a few patches at doses from
-        0.3 to 20 e⁻/px, the batch statistics swing from step to step and the network met at
-        inference (running statistics) is not the one trained; frozen, it is.
-    """
-
-    model: str = "unet"
-    source: str = "simulated"
-    steps: int = 500
-    max_seconds: float | None = None
-    batch_size: int = 4
-    patch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
-    dose_min: float = 0.3
-    dose_max: float = 20.0
-    noise: str = "mixed"
-    scales: int = 4
-    base: int = 32
-    depth: int = 17
-    width: int = 64
-    bias_free: bool = False
-    start_from_shipped: bool = False
-    freeze_norm: bool = False
-    val_every: int = 100
-    val_patches: int = 8
-    cache: str | None = None
-
-    def __post_init__(self):
-        if self.model not in MODEL_CLASS:
-            raise EmcoreError(f"Unknown network '{self.model}'; train dncnn or unet.")
-        if self.source not in SOURCES:
-            raise EmcoreError(f"Unknown training data '{self.source}'; use one of {', '.join(SOURCES)}.")
-        if self.freeze_norm and not self.bias_free:
-            raise EmcoreError("Freezing the normalisation statistics is for bias-free networks; add --bias-free.")
-
-    def build(self):
-        import models
-
-        try:
-            if self.model == "dncnn":
-                return models.DnCNN(depth=self.depth, width=self.width, bias=not self.bias_free)
-            return models.UNet(scales=self.scales, base=self.base, bias=not self.bias_free)
-        except ValueError as err:
-            raise EmcoreError(f"This {MODEL_CLASS[self.model]} cannot be built: {err}.") from None
-
-
 def started_from_card(name: str, converted: bool = False) -> dict:
     """What a weights card records of the shipped weights a training run started from."""
     card = {"weights": SHIPPED[name].name, "card": weights_card(name)}
     if converted:
         card["converted"] = "bias-free: additive constants of the shipped weights dropped"
     return card
-
-
-@dataclass
-class TrainedNetwork:
-    """What :func:`train_network` returns: the weights file, its card and the training result."""
-
-    path: Path
-    card: dict
-    result: Any  # emcore.train.TrainResult
-
-
-def _source_for(plan: TrainingPlan, dataset: Dataset | None, clean: np.ndarray | None):
-    from emcore.train.pairs import FramePairs, ImagePairs
-    from emcore.train.simulated import SimulatedPairs
-
-    if plan.source == "physics":
-        from emcore.train.physics_set import DEFAULT_CACHE, CachedPairs
-
-        path = plan.cache or DEFAULT_CACHE
-        src = CachedPairs(path=path, dose_range=(plan.dose_min, plan.dose_max), noise=plan.noise, n_val=plan.val_patches)
-        return src, (f"abTEM multislice Pt/CeO2 set {Path(path).name}, {plan.dose_min:g}–{plan.dose_max:g} e⁻/px, "
-                     f"{plan.noise} noise")
-    if plan.source == "simulated":
-        return SimulatedPairs(dose_range=(plan.dose_min, plan.dose_max), noise=plan.noise, n_val=plan.val_patches), \
-            f"emcore.sim HRTEM phantoms, {plan.dose_min:g}–{plan.dose_max:g} e⁻/px, {plan.noise} noise"
-    if dataset is None:
-        raise EmcoreError("Load a dataset first: training on your own data needs one (or train on simulated images).")
-    if dataset.kind == "cube":
-        raise EmcoreError(f"{MODEL_CLASS[plan.model]} is trained on images; {dataset.name} is a spectrum image — "
-                          "use dcae3d (self-supervised, no clean data needed) or pca for spectrum images.")
-    if plan.source == "frames":
-        if dataset.kind != "stack":
-            raise EmcoreError(f"Noise2Noise needs a stack of frames of the same area; {dataset.name} is a single image. "
-                              "Train on simulated images, or on noisy/clean pairs.")
-        src = FramePairs(dataset.data)
-        what = f"Noise2Noise pairs of registered frames of {dataset.name}"
-    else:
-        clean = dataset.ground_truth if clean is None else clean
-        if clean is None:
-            raise EmcoreError(f"Training on pairs needs a clean version of {dataset.name}; it has none. "
-                              "Load one, or use Noise2Noise (stacks) or simulated images.")
-        src = ImagePairs(dataset.data, clean)
-        what = f"noisy/clean pairs of {dataset.name}"
-    if src.max_patch < plan.patch_size:
-        raise EmcoreError(f"{dataset.name} ({src.max_patch} px across after registration) is smaller than the "
-                          f"training patch ({plan.patch_size} px); choose a patch of at most {src.max_patch} px.")
-    return src, what
 
 
 def train_network(
@@ -417,54 +431,10 @@ def train_network(
         ``path`` of the weights, the ``card`` (also written to ``<path>.json``) and the
         :class:`emcore.train.TrainResult` (``status`` "done", "stopped" or "diverged").
     """
-    from emcore.train.config import TrainConfig
-    from emcore.train.loop import train
-    from emcore.train.losses import MSELoss
-    from emcore.train.weights import save_weights
-
-    source, what = _source_for(plan, dataset, clean)
-    model = plan.build()
-    started_from = None
-    if plan.start_from_shipped:
-        shipped = load_network(plan.model)
-        theirs, ours = shipped.config(), model.config()
-        drop_constants = theirs != ours and {**theirs, "bias": False} == ours  # biased -> bias-free
-        if theirs != ours and not drop_constants:
-            raise EmcoreError(f"The shipped {MODEL_CLASS[plan.model]} has {theirs}; fine-tuning needs the "
-                              "same architecture — set it, or train from scratch.")
-        if drop_constants:
-            from models.dncnn import load_without_constants
-
-            load_without_constants(model, shipped)
-        else:
-            model.load_state_dict(shipped.state_dict())
-        started_from = started_from_card(plan.model, converted=drop_constants)
-    if plan.freeze_norm:
-        from models.dncnn import freeze_bias_free_norms
-
-        freeze_bias_free_norms(model)
-    config = TrainConfig(steps=plan.steps, max_seconds=plan.max_seconds, batch_size=plan.batch_size,
-                         patch_size=plan.patch_size, lr=plan.lr, schedule="cosine",
-                         warmup_steps=min(200, plan.steps // 20 if plan.steps else 0),
-                         val_every=min(plan.val_every, plan.steps or plan.val_every), seed=plan.seed,
-                         device=plan.device, min_patch=min(16, plan.patch_size))
-    result = train(model, source, MSELoss(), config, progress=progress, should_stop=should_stop,
-                   checkpoint_dir=checkpoint_dir, resume=resume)
-    best_psnr = max((h["val_psnr"] for h in result.history if h.get("val_psnr") is not None), default=None)
-    card = {
-        "command": command, "model": plan.model, "config": model.config(), "plan": asdict(plan),
-        "steps": result.steps_done, "status": result.status, "message": result.message,
-        "dose_range": [plan.dose_min, plan.dose_max] if plan.source in ("simulated", "physics") else None,
-        "noise": plan.noise if plan.source in ("simulated", "physics") else None, "seed": plan.seed,
-        "batch": result.batch_size, "patch": result.patch_size, "lr": plan.lr,
-        "validation_psnr_db": best_psnr, "device": result.device, "seconds": round(result.seconds, 1),
-        "data": what, "input_normalisation": "divide by the image mean (emcore.train.simulated.normalise)",
-        "started_from": started_from,
-    }
-    path = Path(out) if out else Path(tempfile.mkdtemp(prefix="emcore-weights-")) / f"{plan.model}.pt"
-    save_weights(model.cpu(), path, card)
-    Path(str(path) + ".json").write_text(json.dumps(card, indent=2, default=float))
-    return TrainedNetwork(path=path, card=card, result=result)
+    shipped = load_network(plan.model) if plan.start_from_shipped else None
+    return fit_network(plan, dataset, shipped=shipped, started_from=lambda c: started_from_card(plan.model, c),
+                       clean=clean, out=out, progress=progress, should_stop=should_stop,
+                       checkpoint_dir=checkpoint_dir, resume=resume, command=command)
 
 
 def train_and_denoise(plan: TrainingPlan, dataset: Dataset, *, clean: np.ndarray | None = None,
@@ -477,17 +447,15 @@ def train_and_denoise(plan: TrainingPlan, dataset: Dataset, *, clean: np.ndarray
     history (``"training"``). A stopped or diverged run still gives a result from the best
     weights reached.
     """
+    from dataclasses import replace
+
     from emcore.methods.registry import denoise
 
     trained = train_network(plan, dataset, clean=clean, progress=progress, should_stop=should_stop)
+    first = _trained_line(trained)
     r = trained.result
-    if r.status == "diverged" and r.best_step == 0:
-        raise EmcoreError(f"Training diverged before any usable model: {r.message} Lower the learning rate.")
     res = denoise(dataset, plan.model, device=plan.device, seed=plan.seed, weights=str(trained.path), tile=tile,
                   overlap=overlap)
     res.artifacts.update(training=r.history, weights_path=str(trained.path), card=trained.card)
-    first = f"Trained {MODEL_CLASS[plan.model]} on {trained.card['data']}: {r.message}"
-    from dataclasses import replace
-
     return replace(res, log=(first, *res.log), params={**res.params, "weights": "trained in this session",
-                                                     "training_steps": r.steps_done, "training_source": plan.source})
+                                                     "steps_done": r.steps_done, "training_data": plan.source})

@@ -36,7 +36,9 @@ from scipy import ndimage
 
 from emcore.data.dataset import Dataset
 from emcore.errors import EmcoreError
-from emcore.methods.registry import Method, Param, RunContext, register
+from emcore.methods.lesson import EXAMPLE_DOSE, Lesson, LessonFigure, example_image, image_row, psnr_db
+from emcore.methods.registry import Method, Param, RunContext, denoise, register
+from emcore.noise.models import Poisson
 from emcore.progress import ProgressFn
 from emcore.progress import report as _report
 
@@ -517,6 +519,47 @@ def _run_wiener(ds: Dataset, params: dict, ctx: RunContext) -> np.ndarray:
               progress=ctx.progress)
 
 
+# Seconds per pixel (voxel for cubes) of either mode, measured on 2 CPU cores: 512×512 in
+# 0.03 s, 64×64×1024 in 0.35 s.
+_SECONDS_PER_PIXEL = 1e-7
+
+
+def power_spectrum(image: np.ndarray) -> np.ndarray:
+    """log10 of the centred power spectrum (mean removed), for display."""
+    a = np.asarray(image, np.float64)
+    p = np.abs(np.fft.fftshift(np.fft.fft2(a - a.mean()))) ** 2
+    return np.log10(p + p.mean() * 1e-6).astype(np.float32)
+
+
+def _lesson_figure() -> LessonFigure:
+    clean, noisy = example_image()
+    ds = Dataset(data=noisy, kind="image", noise=Poisson(EXAMPLE_DOSE), name="Learn example")
+    out = denoise(ds, "wiener").data
+    return image_row([("Noisy, 20 e⁻/px", noisy), ("Power spectrum (log)", power_spectrum(noisy)),
+                      (f"Wiener result — PSNR {psnr_db(out, clean):.1f} dB", out)], colorscales={1: "magma"})
+
+
+LESSON = Lesson(
+    assumes="The signal is stationary — the same kind of structure everywhere — and the noise is white "
+            "(independent from pixel to pixel), so in the Fourier transform the noise is a flat floor and a "
+            "crystal lattice shows as sharp spots standing above it.",
+    needs="Only the noisy data. No clean data, no GPU; well under a second even for 2048×2048 images.",
+    choose_when="Periodic images (HREM/HRSTEM of crystals) where a quick, transparent filter is enough, or "
+                "as a first look. It blurs what is not periodic (surfaces, defects, the particle edge), and "
+                "the 'local' mode is the adaptive spatial variant for non-periodic images.",
+    parameters="**Mode** ('fft' global Fourier filter, 'local' adaptive spatial filter); **window** "
+               "(smoothing of the power spectrum, or the local neighbourhood); **noise variance** "
+               "(estimated from the high spatial frequencies when unset).",
+    reference="N. Wiener, *Extrapolation, Interpolation, and Smoothing of Stationary Time Series*, MIT Press "
+              "(1949); R. Kilaas, “Optimal and near-optimal filters in high-resolution electron microscopy”, "
+              "*J. Microsc.* 190, 45–51 (1998).",
+    caption="The power spectrum of the noisy example (log scale): the lattice gives bright spots above a flat "
+            "noise floor. The Wiener filter keeps each frequency in proportion to how far its power stands "
+            "above that floor — the result is on the right.",
+    figure=_lesson_figure,
+)
+
+
 register(Method(
     name="wiener",
     label="Wiener filter",
@@ -537,4 +580,6 @@ register(Method(
     details="H(k) = S(k) / (S(k) + N): N is the flat noise floor measured beyond 3/4 of Nyquist, S the "
             "smoothed power above it (after Kilaas, J. Microsc. 1998). Sharp lattice reflections stand far "
             "above the floor and pass almost untouched; noise between them is removed.",
+    estimate_seconds=lambda shape, kind, p: _SECONDS_PER_PIXEL * math.prod(shape),
+    lesson=LESSON,
 ))

@@ -133,13 +133,57 @@ def _check_size(ds: Dataset, label: str) -> None:
 
 
 def _settings(method: str, params: dict, ctx: RunContext) -> dict:
-    """The preset's settings with the user's overrides (0 = the preset's value)."""
+    """The preset's settings with the user's overrides (None = the preset's value)."""
     cfg = dict(PRESETS[method][params["preset"]])
-    for k in ("steps", "batch_size", "patch_size", "lr", "mmse_samples"):
-        if k in params and params[k]:
+    for k in _PRESET_KEYS:
+        if params.get(k) is not None:
             cfg[k] = params[k]
-    ctx.resolved.update({k: cfg[k] for k in ("steps", "batch_size", "patch_size", "lr", "mmse_samples") if k in cfg})
+    ctx.resolved.update({k: cfg[k] for k in _PRESET_KEYS if k in cfg})
     return cfg
+
+
+# Parameters whose None means "the preset's value".
+_PRESET_KEYS = ("steps", "batch_size", "patch_size", "lr", "mmse_samples")
+
+
+def preset_values(method: str) -> Callable[[dict], dict]:
+    """What the chosen preset gives the ``preset=True`` parameters (no time limit in either)."""
+    def values(params: dict) -> dict:
+        cfg = PRESETS[method][params["preset"]]
+        return {**{k: cfg[k] for k in _PRESET_KEYS if k in cfg}, "max_minutes": None}
+
+    return values
+
+
+# CPU seconds per training-patch pixel and step of the fast presets' networks, and per output
+# pixel and pass at inference (2 CPU cores; the fast presets on a 512×512 image take about
+# 250 s, Noise2SR, and 325 s, Noise2Self, on one thread, see PRESETS). The cost grows with the
+# square of the network's base width.
+_STEP_SECONDS = {"noise2sr": (1e-6, 16), "noise2self": (6e-6, 32)}
+_INFER_SECONDS = {"noise2sr": 3e-7, "noise2self": 2e-6}
+
+
+def estimate(method: str) -> Callable[[tuple, str, dict], float]:
+    """The registry's cost estimate of ``method``: training plus inference, on this machine."""
+    def seconds(shape: tuple, kind: str, params: dict) -> float:
+        from emcore.methods.common import accelerator_speedup
+
+        cfg = dict(PRESETS[method][params["preset"]])
+        cfg.update({k: params[k] for k in _PRESET_KEYS if params.get(k) is not None})
+        per_px, base = _STEP_SECONDS[method]
+        width = (cfg["base"] / base) ** 2
+        frames = 1 if kind == "image" else shape[0]
+        patch = min(int(cfg["patch_size"]), *shape[-2:])
+        minutes = params.get("max_minutes")
+        train = width * per_px * int(cfg["steps"]) * int(cfg["batch_size"]) * patch ** 2
+        if minutes:
+            train = 60.0 * minutes if params.get("steps") is None else min(train, 60.0 * minutes)
+        passes = cfg.get("mmse_samples") or (int(params.get("grid", 1)) ** 2
+                                             if params.get("inference") == "j-invariant" else 1)
+        infer = width * _INFER_SECONDS[method] * passes * frames * shape[-2] * shape[-1]
+        return (train + infer) / accelerator_speedup()
+
+    return seconds
 
 
 def _train(model, source, cfg: dict, params: dict, ctx: RunContext, frames: np.ndarray, label: str):
@@ -156,7 +200,7 @@ def _train(model, source, cfg: dict, params: dict, ctx: RunContext, frames: np.n
     minutes = float(params.get("max_minutes") or 0.0)
     # A time limit with the preset's step count: the budget is the time alone, and the
     # learning-rate schedule runs its course over it.
-    steps = None if minutes > 0 and not params.get("steps") else int(cfg["steps"])
+    steps = None if minutes > 0 and params.get("steps") is None else int(cfg["steps"])
     config = TrainConfig(
         steps=steps, max_seconds=60.0 * minutes if minutes > 0 else None,
         batch_size=int(cfg["batch_size"]), patch_size=p_used, min_patch=min(p_used, 16), lr=float(cfg["lr"]),
@@ -210,21 +254,22 @@ def _cpu_eval_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _budget_params(method: str) -> tuple[Param, ...]:
-    """Training-budget parameters shared by both methods; 0 means "the preset's value"."""
+    """Training-budget parameters shared by both methods; None means "the preset's value"."""
     f, q = PRESETS[method]["fast"], PRESETS[method]["quality"]
     return (
-        Param("steps", "int", 0, min=0, max=100_000, label="Training steps",
-              help=f"Optimiser steps; 0 uses the preset's (fast: {f['steps']}, quality: {q['steps']})."),
-        Param("max_minutes", "float", 0.0, min=0.0, max=24 * 60, label="Time limit (min)",
-              help="Stop training after this many minutes and denoise with the best model so far; 0: no limit. "
-                   "With steps left at 0 the time alone is the budget and the learning-rate schedule is spread "
-                   "over it (not bit-reproducible)."),
-        Param("batch_size", "int", 0, min=0, max=256, label="Batch size",
-              help=f"Patches per step; 0 uses the preset's (fast: {f['batch_size']}, quality: {q['batch_size']})."),
-        Param("patch_size", "int", 0, min=0, max=2048, label="Patch size (px)",
-              help=f"Side of the training patches; 0 uses the preset's (fast: {f['patch_size']}, quality: "
-                   f"{q['patch_size']}). Images smaller than a patch train on patches of their own size."),
-        Param("lr", "float", 0.0, min=0.0, max=1.0, log=True, label="Learning rate",
-              help=f"Peak learning rate of Adam; 0 uses the preset's (fast: {f['lr']:g} {f['schedule']}, "
-                   f"quality: {q['lr']:g} {q['schedule']})."),
+        Param("steps", "int", None, min=1, max=100_000, label="Training steps", preset=True, group="training",
+              help=f"Optimiser steps (preset: fast {f['steps']}, quality {q['steps']})."),
+        Param("max_minutes", "float", None, min=0.01, max=24 * 60, label="Time limit (min)", preset=True,
+              group="training",
+              help="Stop training after this many minutes and denoise with the best model so far; the presets set "
+                   "none. With the preset's step count the time alone is the budget and the learning-rate "
+                   "schedule is spread over it (not bit-reproducible)."),
+        Param("batch_size", "int", None, min=1, max=256, label="Batch size", preset=True, group="training",
+              help=f"Patches per step (preset: fast {f['batch_size']}, quality {q['batch_size']})."),
+        Param("patch_size", "int", None, min=8, max=2048, label="Patch size (px)", preset=True, group="training",
+              help=f"Side of the training patches (preset: fast {f['patch_size']}, quality {q['patch_size']}). "
+                   "Images smaller than a patch train on patches of their own size."),
+        Param("lr", "float", None, min=1e-7, max=1.0, log=True, label="Learning rate", preset=True, group="training",
+              help=f"Peak learning rate of Adam (preset: fast {f['lr']:g} {f['schedule']}, quality {q['lr']:g} "
+                   f"{q['schedule']})."),
     )

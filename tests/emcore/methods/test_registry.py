@@ -7,6 +7,7 @@ import pytest
 
 from emcore import Dataset, EmcoreError, sim
 from emcore.data.dataset import Calibration
+from emcore.evaluate.filter_view import supports_filter
 from emcore.evaluate.reference import psnr
 from emcore.methods.registry import Param, denoise, get_method, methods
 from emcore.noise.models import Poisson, PoissonGaussian
@@ -52,6 +53,8 @@ def test_contract(name, kind):
     np.testing.assert_array_equal(ds.data, before)  # input unchanged
     assert res.method == name and res.seconds >= 0 and res.device in ("cpu", "cuda", "mps")
     assert set(get_method(name).defaults()) <= set(res.params)
+    # The registry's filter-view declaration matches what the result carries.
+    assert supports_filter(res.artifacts) == (get_method(name).filter_view is not None)
     again = denoise(ds, name, seed=3, **quick)
     if name == "bm3d" and kind == "image":
         # One image runs with the bm3d library's own threads, which aggregate in thread order:

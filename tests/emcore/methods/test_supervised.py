@@ -91,7 +91,7 @@ def test_weights_for_another_network_or_not_weights_get_a_sentence(tmp_path):
 def test_training_on_user_data_and_its_refusals(tmp_path):
     mov = sim.movie_example(seed=3, frames=4, size=96, dose=2.0)
     res = train_and_denoise(TrainingPlan(**{**TINY, "source": "frames"}), mov)
-    assert res.data.shape == mov.data.shape and res.params["training_source"] == "frames"
+    assert res.data.shape == mov.data.shape and res.params["training_data"] == "frames"
     assert res.artifacts["training"] and "Noise2Noise" in res.log[0]
     img = sim.hrem_example(seed=1, dose=1.0, size=64)
     res = train_and_denoise(TrainingPlan(**{**TINY, "source": "pairs"}), img)
