@@ -4,7 +4,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from emcore.methods.registry import denoise, methods, methods_for
+from emcore import EmcoreError
+from emcore.methods.registry import check_params, denoise, methods, methods_for
 from pages import ui
 
 ui.sidebar_status()
@@ -33,68 +34,38 @@ if m.details:
 if others:
     st.caption("Not for this kind of data: " + ", ".join(f"{o.label} ({'/'.join(o.accepts)})" for o in others))
 
-training_plan = None
-if m.kind == "supervised":
-    # Where the network's weights come from: shipped, a file, or a training run now.
-    source = st.radio("Weights", ["shipped", "upload", "train"], horizontal=True, key=f"weights_src_{m.name}",
-                      format_func={"shipped": "Shipped (trained on simulated HRTEM)", "upload": "Upload a weights file",
-                                   "train": "Train now"}.get)
-    if source == "upload":
-        upl = st.file_uploader("Weights file (.pt, written by this workbench)", type=["pt"], key=f"weights_file_{m.name}")
-        if upl is not None:
-            path, err = ui.check_weights_upload(m.name, upl)
-            if err:
-                ui.show_error(err)
-            else:
-                st.session_state[f"weights_path_{m.name}"] = path
-                st.caption(f"Using {upl.name}.")
-    elif source == "train":
-        training_plan = ui.training_form(m, ds)
-
-if training_plan is None:
-    with st.form(f"params_{m.name}"):
-        values = ui.param_widgets(m)
-        seed = int(st.number_input("Seed", 0, 1_000_000, 0, key="denoise_seed", help="Same seed, same result."))
-        run = st.form_submit_button("Run", type="primary")
-    if m.kind == "supervised" and source == "upload":
-        values["weights"] = st.session_state.get(f"weights_path_{m.name}")
-        if run and values["weights"] is None:
-            ui.show_error("Upload a weights file first, or choose the shipped weights.")
-            run = False
+values = ui.param_widgets(m, ds)
+seed = int(st.number_input("Seed", 0, 1_000_000, 0, key="denoise_seed", help="Same seed, same result."))
+try:
+    secs = m.estimate(ds.data.shape, ds.kind, values)
+except EmcoreError:
+    secs = None  # the parameters are refused: the Run button says why
+go_col, note_col = st.columns([1, 4], vertical_alignment="center")
+run = go_col.button("Run", type="primary", key="denoise_run")
+when = f"about {ui.duration_words(secs)} on this machine" if secs is not None else None
+if secs is not None and secs > 60:
+    note_col.warning(f"{m.label} on this data will take {when}. Run starts it in the background: the page stays "
+                     "usable, the progress shows below, and Stop ends it early"
+                     + (" with the best model so far" if m.uses_torch else "") + ". " + m.cost_hint)
 else:
-    plan, clean, run = training_plan
-    values, seed = {}, plan.seed if plan is not None else 0
+    note_col.caption("Run starts it in the background; the progress shows below, where Stop ends it early"
+                     + (f" ({when})." if when else "."))
 
-blocked = False
-if m.name == "bm3d" and ds.kind == "cube":
-    from emcore.methods.bm3d import estimate_bm3d_seconds
-
-    secs = estimate_bm3d_seconds(ds.data.shape, kind="cube", bin_energy=values.get("bin_energy") or 1)
-    if secs > 60:
-        st.warning(f"BM3D on this spectrum image will take about {secs / 60:.0f} min on this machine "
-                   "(one BM3D per energy slice). Bin the energy axis (parameter above) or use PCA for a quick look.")
-        blocked = not st.checkbox("Run it anyway", key="bm3d_confirm")
-
-if run and not blocked:
-    token = st.session_state.dataset_token
-    data, name, params = ds, m.name, dict(values)
-    slot = ui.job_slot(m)
-    if training_plan is not None:
-        from emcore.methods.supervised import train_and_denoise
-
-        def job(progress, should_stop):
-            return train_and_denoise(plan, data, clean=clean, progress=progress, should_stop=should_stop)
-
-        label = f"Training {m.label} ({plan.source} data) for {ds.name}"
-        params = {"training_source": plan.source, "training_steps": plan.steps}
+if run:
+    try:
+        params = check_params(m, values)  # missing or refused values: one sentence now, not after queueing
+    except EmcoreError as err:
+        ui.show_error(str(err))
     else:
-        def job(progress, should_stop):
-            return denoise(data, name, progress=progress, should_stop=should_stop, seed=seed, **params)
+        token = st.session_state.dataset_token
+        data, name = ds, m.name
 
-        label = f"{m.label} on {ds.name}"
-    ui.jobs().submit(ui.owner_id(), label, job, slot=slot,
-                     meta={"requested": params, "dataset_token": token, "method": m.name})
-    st.rerun()
+        def job(progress, should_stop):
+            return denoise(data, name, progress=progress, should_stop=should_stop, seed=seed, **values)
+
+        ui.jobs().submit(ui.owner_id(), f"{m.label} on {ds.name}", job, slot=ui.job_slot(m),
+                         meta={"requested": dict(values), "dataset_token": token, "method": m.name})
+        st.rerun()
 
 for kind, text in st.session_state.pop("job_notes", []):
     {"success": st.success, "error": ui.show_error, "stopped": st.warning}[kind](text)
@@ -147,7 +118,7 @@ if trained:
     if wbytes is not None:
         st.download_button(f"Download the weights trained for {last['label']}", wbytes,
                            file_name=f"{last['method']}_trained.pt", key="dl_weights",
-                           help="Use them later with 'Upload a weights file', or from the CLI: "
+                           help="Use them later with 'A weights file', or from the CLI: "
                                 f"python -m emcore denoise FILE --method {last['method']} --set weights=FILE")
 if done:
     st.page_link("pages/compare.py", label=f"Compare {len(done)} result(s)", icon=":material/compare:")

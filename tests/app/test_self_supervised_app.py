@@ -20,6 +20,12 @@ def test_noise2sr_tiny_budget_from_the_denoise_page():
     at.selectbox(key="method_choice").set_value("noise2sr").run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="p_noise2sr_preset").value == "fast"
+    # Preset-controlled parameters show the value the preset will use, and follow the preset.
+    assert at.number_input(key="p_noise2sr_steps").value == 2000
+    at.selectbox(key="p_noise2sr_preset").set_value("quality").run()
+    assert at.number_input(key="p_noise2sr_steps").value == 6000
+    at.selectbox(key="p_noise2sr_preset").set_value("fast").run()
+    assert at.number_input(key="p_noise2sr_mmse_samples").value == 50
     for name, value in {"steps": 3, "batch_size": 2, "patch_size": 32, "mmse_samples": 2}.items():
         at.number_input(key=f"p_noise2sr_{name}").set_value(value)
     next(b for b in at.button if b.label == "Run").click().run()

@@ -40,7 +40,7 @@ def test_unet_with_shipped_weights_gives_a_result():
     at = _app()
     at.switch_page("pages/denoise.py").run()
     at.selectbox(key="method_choice").set_value("unet").run()
-    assert at.radio(key="weights_src_unet").value == "shipped"
+    assert at.selectbox(key="p_unet_weights_source").value == "shipped"
     next(b for b in at.button if b.label == "Run").click().run()
     _wait(at)
     assert not at.exception and at.success, [e.value for e in at.error]
@@ -52,11 +52,11 @@ def test_train_tiny_unet_from_the_page_shows_live_loss_and_result_reaches_compar
     at = _app()
     at.switch_page("pages/denoise.py").run()
     at.selectbox(key="method_choice").set_value("unet").run()
-    at.radio(key="weights_src_unet").set_value("train").run()
-    at.number_input(key="t_unet_steps").set_value(40)
-    at.number_input(key="t_unet_batch").set_value(2)
-    at.number_input(key="t_unet_patch").set_value(64)
-    next(b for b in at.button if b.label == "Train and denoise").click().run()
+    at.selectbox(key="p_unet_weights_source").set_value("train").run()
+    at.number_input(key="p_unet_steps").set_value(40)
+    at.number_input(key="p_unet_batch_size").set_value(2)
+    at.number_input(key="p_unet_patch_size").set_value(64)
+    next(b for b in at.button if b.label == "Run").click().run()
     assert not at.exception, [e.value for e in at.exception]
     seen: list = []
     _wait(at, seen=seen)
@@ -65,7 +65,7 @@ def test_train_tiny_unet_from_the_page_shows_live_loss_and_result_reaches_compar
     assert seen[0]["charts"] >= 1, "the live loss chart is drawn while training"
     assert at.success, [e.value for e in at.error]
     (res,) = _results(at)
-    assert res["params"]["training_steps"] >= 1 and res["artifacts"]["training"]
+    assert res["params"]["steps_done"] >= 1 and res["artifacts"]["training"]
     assert any(b.label.startswith("Download the weights") for b in at.get("download_button"))
     at.switch_page("pages/compare.py").run()
     assert not at.exception, [e.value for e in at.exception]
@@ -75,11 +75,11 @@ def test_noise2noise_needs_a_stack_and_bad_weights_get_a_sentence():
     at = _app()
     at.switch_page("pages/denoise.py").run()
     at.selectbox(key="method_choice").set_value("dncnn").run()
-    at.radio(key="weights_src_dncnn").set_value("train").run()
-    assert not any("Noise2Noise" in o for o in at.radio(key="t_dncnn_source").options)
-    at.radio(key="weights_src_dncnn").set_value("upload").run()
+    at.selectbox(key="p_dncnn_weights_source").set_value("train").run()
+    assert not any("Noise2Noise" in o for o in at.selectbox(key="p_dncnn_training_data").options)
+    at.selectbox(key="p_dncnn_weights_source").set_value("file").run()
     assert not at.exception
     next(b for b in at.button if b.label == "Run").click().run()
-    assert any("Upload a weights file first" in e.value for e in at.error)
+    assert any("needs a weights file" in e.value for e in at.error)
     assert not _results(at)
 
