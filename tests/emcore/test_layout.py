@@ -23,6 +23,9 @@ LAYERS = [
     ("emcore.io", "emcore.sim"),
     ("models",),
     ("emcore.train",),
+    # metrics that need only arrays: methods may use them (self-calibration)
+    ("emcore.evaluate.reference", "emcore.evaluate.count_split", "emcore.evaluate.frame_pairs",
+     "emcore.evaluate.residuals", "emcore.evaluate.frc"),
     ("emcore.methods",),
     ("emcore.evaluate", "emcore.learn"),
     ("emcore.jobs", "emcore.batch"),

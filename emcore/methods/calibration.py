@@ -1,0 +1,191 @@
+"""Self-calibration: choose a denoiser's free parameters from the noisy data alone.
+
+Two no-reference criteria, each an unbiased stand-in for the true error up to a constant:
+
+* **count splitting** (raw counts): a binomial split of the counts gives two independent
+  Poisson halves; the denoiser sees one half, its output is scored against the other
+  (:func:`emcore.evaluate.count_split.count_split_error`, rescaled to the full dose). Its
+  expectation is the true mean squared error of the denoised half plus the known noise
+  variance of the other, so ranking by it is ranking by the true error.
+* **J-invariant loss** (any data with pixel-wise independent noise; Batson & Royer 2019,
+  Sec. 3): a grid of pixels is replaced by an interpolation of their neighbours, the
+  denoiser runs on that image, and its output at the hidden pixels is compared with their
+  noisy values. A function that does not see a pixel cannot fit that pixel's noise, so the
+  loss equals the true error plus the noise variance (Batson & Royer 2019, Prop. 1). The
+  denoiser itself is not J-invariant; as in scikit-image's ``calibrate_denoiser`` the
+  masking makes the comparison fair.
+
+:func:`calibrate` evaluates a small candidate set on a central crop (bounded time) and
+returns the best candidate with the whole curve, so the app can show why it was chosen.
+
+References
+----------
+J. Batson, L. Royer, "Noise2Self: Blind Denoising by Self-Supervision", ICML 2019.
+scikit-image, ``skimage.restoration.calibrate_denoiser`` (J-invariant calibration).
+Neufeld et al., "Data thinning for convolution-closed distributions", JMLR 25 (2024).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from emcore.errors import EmcoreError
+from emcore.evaluate.count_split import count_split_error
+
+# Neighbour weights that replace a hidden pixel: the 8-neighbourhood, diagonals at half
+# weight, the pixel itself excluded (as in Batson & Royer's released code).
+_KERNEL = np.array([[0.5, 1.0, 0.5], [1.0, 0.0, 1.0], [0.5, 1.0, 0.5]], np.float64)
+_KERNEL /= _KERNEL.sum()
+# Grid of hidden pixels: one pixel in GRID² per pass (Batson & Royer use 4).
+GRID = 4
+# Passes (grid phases) averaged per candidate: 4 of the 16 phases, spread over the cell.
+_PHASES = ((0, 0), (2, 2), (0, 2), (2, 0))
+# Side of the central crop the criterion is computed on (time stays bounded on big images).
+CROP = 256
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """What :func:`calibrate` found.
+
+    Attributes
+    ----------
+    best : dict
+        The candidate parameters with the lowest loss.
+    criterion : str
+        ``"count-split"`` or ``"J-invariant"``.
+    curve : list of (dict, float)
+        Every candidate tried and its loss (lower is better), in the order tried.
+    seconds : float
+        Time spent.
+    why : str
+        One sentence: which criterion, and why it applies to these data.
+    """
+
+    best: dict
+    criterion: str
+    curve: list = field(default_factory=list)
+    seconds: float = 0.0
+    why: str = ""
+
+    def to_dict(self) -> dict:
+        return {"best": dict(self.best), "criterion": self.criterion, "seconds": round(self.seconds, 3),
+                "curve": [{"params": dict(p), "loss": float(v)} for p, v in self.curve], "why": self.why}
+
+
+def central_crop(image: np.ndarray, side: int = CROP) -> np.ndarray:
+    """The central ``side × side`` window of a 2-D image (the whole image when smaller)."""
+    r0, c0 = max(0, (image.shape[0] - side) // 2), max(0, (image.shape[1] - side) // 2)
+    return image[r0:r0 + side, c0:c0 + side]
+
+
+def masked_input(image: np.ndarray, phase: tuple[int, int], grid: int = GRID) -> tuple[np.ndarray, np.ndarray]:
+    """The image with one grid phase of pixels replaced by their neighbours' mean, and that mask."""
+    mask = np.zeros(image.shape, bool)
+    mask[phase[0]::grid, phase[1]::grid] = True
+    interp = ndi.convolve(image.astype(np.float64), _KERNEL, mode="reflect")
+    out = image.astype(np.float64).copy()
+    out[mask] = interp[mask]
+    return out.astype(np.float32), mask
+
+
+def j_invariant_loss(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, grid: int = GRID,
+                     phases: Sequence[tuple[int, int]] = _PHASES) -> float:
+    """Mean squared error of ``fn`` at hidden pixels against their noisy values (lower is better).
+
+    Parameters
+    ----------
+    fn : callable
+        Maps a 2-D float32 image to its denoised version of the same shape.
+    image : (H, W) ndarray
+        The noisy image (at least ``2 * grid`` pixels on each side).
+    """
+    img = np.asarray(image, np.float32)
+    if img.ndim != 2 or min(img.shape) < 2 * grid:
+        raise EmcoreError(f"The J-invariant loss needs an image of at least {2 * grid} × {2 * grid} pixels.")
+    total, count = 0.0, 0
+    for phase in phases:
+        x, mask = masked_input(img, phase, grid)
+        out = np.asarray(fn(x), np.float64)
+        diff = out[mask] - img[mask]
+        total += float(np.sum(diff * diff))
+        count += int(mask.sum())
+    return total / max(count, 1)
+
+
+def count_split_loss(fn: Callable[[np.ndarray], np.ndarray], counts: np.ndarray, seed: int = 0) -> float:
+    """Count-split estimate of ``fn``'s mean squared error, on the full-dose scale (lower is better)."""
+    res = count_split_error(fn, np.asarray(counts), np.random.default_rng(seed))
+    return float(res.estimated_mse)
+
+
+def calibrate(
+    make_fn: Callable[[dict], Callable[[np.ndarray], np.ndarray]],
+    image: np.ndarray,
+    candidates: Sequence[dict],
+    *,
+    counts: np.ndarray | None = None,
+    seed: int = 0,
+    max_seconds: float | None = None,
+) -> CalibrationResult:
+    """Pick the candidate parameters whose denoiser scores best on the data itself.
+
+    Parameters
+    ----------
+    make_fn : callable
+        ``make_fn(params)`` returns the denoiser ``f(image) -> image`` for one candidate.
+    image : (H, W) ndarray
+        The noisy image (a central crop of at most :data:`CROP` px is used).
+    candidates : sequence of dict
+        Parameter sets to try, in order (the first is also the answer when time runs out).
+    counts : ndarray, optional
+        Raw counts behind ``image`` (same shape): count splitting is used instead of the
+        J-invariant loss, and ``make_fn``'s denoiser must accept counts-scaled images.
+    max_seconds : float, optional
+        Stop trying candidates after this long (the best so far wins).
+    """
+    if not candidates:
+        raise EmcoreError("There is nothing to calibrate: no candidate parameters were given.")
+    t0 = time.perf_counter()
+    crop = central_crop(np.asarray(image, np.float32))
+    if counts is not None:
+        crop_counts = central_crop(np.asarray(counts))
+        criterion = "count-split"
+        why = ("Count splitting: the data are raw counts, so two independent halves give an unbiased "
+               "estimate of each setting's true error.")
+
+        def loss(fn):
+            return count_split_loss(fn, crop_counts, seed)
+    else:
+        criterion = "J-invariant"
+        why = ("J-invariant loss (Noise2Self): the data are not raw counts, so each setting is scored on "
+               "pixels it did not see; this needs noise independent from pixel to pixel.")
+
+        def loss(fn):
+            return j_invariant_loss(fn, crop)
+    curve: list[tuple[dict, float]] = []
+    for params in candidates:
+        value = loss(make_fn(dict(params)))
+        if not math.isfinite(value):
+            continue
+        curve.append((dict(params), value))
+        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+            break
+    if not curve:
+        raise EmcoreError("No candidate setting gave a finite score on these data; set the parameters by hand.")
+    best = min(curve, key=lambda pv: pv[1])[0]
+    return CalibrationResult(best=best, criterion=criterion, curve=curve, seconds=time.perf_counter() - t0, why=why)
+
+
+def grid(**axes: Sequence[Any]) -> list[dict]:
+    """Every combination of the given parameter values, as a list of dicts (first axis slowest)."""
+    out = [{}]
+    for name, values in axes.items():
+        out = [{**o, name: v} for o in out for v in values]
+    return out
