@@ -12,7 +12,7 @@ from emcore.data.display import energy_window_map, summed_spectrum
 from emcore.evaluate import filter_view, validation
 from emcore.evaluate.profiles import profiles_for
 from emcore.evaluate.reference import EXPLANATIONS
-from pages import ui
+from pages import figures, ui
 
 ui.sidebar_status()
 st.title("Compare")
@@ -147,13 +147,13 @@ def viewer() -> None:
     # Built again only when what it shows changes (not when widgets elsewhere on the page move).
     key = ("panels", tuple(ui.result_uid(r) for r in picked), frame, channel, width, residual, clip, shared,
            prof["start"], prof["end"])
-    fig = ui.memo(key, lambda: ui.panels_figure(
+    fig = ui.memo(key, lambda: figures.panels_figure(
         panels, clip_percent=clip, shared=shared and not residual, colorscale="viridis" if ds.kind == "cube" else "gray",
         line=(prof["start"], prof["end"]), pixel_grid=(h, w)))
     # A new key after each click gives a chart with no selection left over, so the next
     # click is a new selection rather than a toggle of the old one.
     event = st.plotly_chart(fig, key=f"cmp_panels_{prof['clicks']}", on_select="rerun", selection_mode="points")
-    clicked = ui.clicked_pixel(event)
+    clicked = figures.clicked_pixel(event)
     if clicked is not None:
         row, col = min(max(clicked[0], 0), h - 1), min(max(clicked[1], 0), w - 1)
         prof["clicks"] += 1
@@ -170,7 +170,7 @@ def viewer() -> None:
         ui.show_error(str(err))
         profiles = {}
     if profiles:
-        st.plotly_chart(ui.profile_figure(profiles, cal.pixel_size, cal.pixel_unit), key="cmp_profile")
+        st.plotly_chart(figures.profile_figure(profiles, cal.pixel_size, cal.pixel_unit), key="cmp_profile")
 
     # -- spectral viewer ------------------------------------------------------------------
     if ds.kind == "cube":
@@ -189,7 +189,7 @@ def viewer() -> None:
         e_all = ds.energy_axis()
         lo_ch = max(0, channel - width // 2)
         marker = (e_all[lo_ch] - cal.energy_scale / 2, e_all[min(n - 1, lo_ch + width - 1)] + cal.energy_scale / 2)
-        st.plotly_chart(ui.spectrum_figure(e_all, curves, unit=cal.energy_unit, log=logy, marker=marker, lines=lines),
+        st.plotly_chart(figures.spectrum_figure(e_all, curves, unit=cal.energy_unit, log=logy, marker=marker, lines=lines),
                         key="cmp_spec")
 
     st.session_state["cmp_view"] = {"frame": frame, "channel": channel, "width": width, "profiles": profiles}
@@ -210,7 +210,7 @@ if ds.kind == "cube":
                     for t, ident, a in sources]
             # The gallery does not depend on the energy slider: reuse its figures on reruns.
             key = ("gallery", line, tuple((t, ident) for t, ident, _ in sources), clip, shared)
-            fig = ui.memo(key, lambda: ui.panels_figure(maps, clip_percent=clip, shared=shared, colorscale="viridis",
+            fig = ui.memo(key, lambda: figures.panels_figure(maps, clip_percent=clip, shared=shared, colorscale="viridis",
                                                         height=300))
             st.plotly_chart(fig, key=f"gallery_{line}")
 
@@ -274,12 +274,12 @@ else:
         m3.metric("Pixels taking part", f"{summary['participation']:.0f}",
                   help="Participation ratio (Σ|w|)² / Σw²: a box filter over n pixels gives n.")
         m4.metric("Computed in", f"{filt.seconds:.2f} s")
-        st.plotly_chart(ui.memo(("filter", saved_j["n"], summed_j), lambda: ui.filter_figure(filt, summed=summed_j)),
+        st.plotly_chart(ui.memo(("filter", saved_j["n"], summed_j), lambda: figures.filter_figure(filt, summed=summed_j)),
                         key="jac_figure")
         where_j = f" (frame {saved_j['frame']})" if saved_j.get("frame") is not None else ""
         st.markdown(filter_view.describe_filter(filt, cal.pixel_size, cal.pixel_unit, summed=summed_j) + where_j)
         if filt.spectral is not None:
-            st.plotly_chart(ui.spectral_weights_figure(ds.energy_axis(), filt.spectral, cal.energy_unit),
+            st.plotly_chart(figures.spectral_weights_figure(ds.energy_axis(), filt.spectral, cal.energy_unit),
                             key="jac_spectral")
             st.caption("Which input energies the network draws on for this output pixel and energy: the filter summed "
                        "over the window, channel by channel.")
@@ -315,7 +315,7 @@ if model is not None and picked:
         maps.append((f"{r['label']}: structure map", rep.structure_map))
     st.dataframe(pd.DataFrame(rep_rows), hide_index=True, width="stretch")
     key = ("structure", tuple(ui.result_uid(r) for r in picked))
-    st.plotly_chart(ui.memo(key, lambda: ui.panels_figure(maps, clip_percent=0.5, shared=True, colorscale="magma",
+    st.plotly_chart(ui.memo(key, lambda: figures.panels_figure(maps, clip_percent=0.5, shared=True, colorscale="magma",
                                                           height=300)), key="cmp_structure")
 
 val_runs = {r["label"]: (r["method"], r["requested"]) for r in picked}
@@ -389,7 +389,7 @@ for kind in ("count_split", "frame_pair"):
             for k, v in out["results"].items()]).sort_values("rank"), hide_index=True, width="stretch")
 if "frc" in checks:
     st.markdown(EXPLANATIONS["frc"])
-    st.plotly_chart(ui.frc_figure(checks["frc"]), key="cmp_frc")
+    st.plotly_chart(figures.frc_figure(checks["frc"]), key="cmp_frc")
 
 # -- export -----------------------------------------------------------------------------
 st.subheader("Export")

@@ -7,7 +7,7 @@ import streamlit as st
 
 from emcore import EmcoreError, TooLargeError, io, sim, spectral
 from emcore.data.display import energy_window_map, summed_spectrum
-from pages import ui
+from pages import figures, ui
 
 ACQ_LABELS = {"voltage_kv": "Beam voltage (kV)", "dwell_time_s": "Dwell time (s)", "live_time_s": "Live time (s)",
               "detector": "Detector", "microscope": "Microscope", "signal_type": "Signal type", "title": "Title"}
@@ -217,15 +217,15 @@ show = dict(clip_percent=clip, pixel_size=cal.pixel_size, unit=cal.pixel_unit)
 
 if ds.kind == "image":
     cols = st.columns(2 if ds.ground_truth is not None else 1)
-    cols[0].plotly_chart(ui.image_figure(ds.data, "Data", **show), key="prev_data")
+    cols[0].plotly_chart(figures.image_figure(ds.data, "Data", **show), key="prev_data")
     if ds.ground_truth is not None:
-        cols[1].plotly_chart(ui.image_figure(ds.ground_truth, "Ground truth", **show), key="prev_gt")
+        cols[1].plotly_chart(figures.image_figure(ds.ground_truth, "Ground truth", **show), key="prev_gt")
 elif ds.kind == "stack":
     t = st.slider("Frame", 0, ds.data.shape[0] - 1, 0, key="frame") if ds.data.shape[0] > 1 else 0
     cols = st.columns(2 if ds.ground_truth is not None else 1)
-    cols[0].plotly_chart(ui.image_figure(ds.data[t], f"Frame {t}", **show), key="prev_frame")
+    cols[0].plotly_chart(figures.image_figure(ds.data[t], f"Frame {t}", **show), key="prev_frame")
     if ds.ground_truth is not None:
-        cols[1].plotly_chart(ui.image_figure(ds.ground_truth[t], f"Ground truth, frame {t}", **show), key="prev_gt_frame")
+        cols[1].plotly_chart(figures.image_figure(ds.ground_truth[t], f"Ground truth, frame {t}", **show), key="prev_gt_frame")
 else:
     n = ds.data.shape[2]
     energy = ds.energy_axis()
@@ -250,7 +250,7 @@ else:
         found = ui.derived("found_lines", lambda: spectral.suggest_lines(spectrum, cal))
     except EmcoreError:
         found = []
-    st.plotly_chart(ui.spectrum_figure(energy, curves, unit=cal.energy_unit, log=log, marker=(lo_e, hi_e), lines=found),
+    st.plotly_chart(figures.spectrum_figure(energy, curves, unit=cal.energy_unit, log=log, marker=(lo_e, hi_e), lines=found),
                     key="prev_spec")
     if found:
         st.caption("Lines whose peaks stand out of the background: " + ", ".join(x.replace("_", " ") for x in found)
@@ -264,4 +264,4 @@ else:
     title_e = f"{energy[ch]:.3f} {cal.energy_unit} ± {width * cal.energy_scale / 2:.3g}"
     for col, (label, img, cmap) in zip(cols, panels):
         t = label if label == "HAADF" else f"{label}: {title_e}"
-        col.plotly_chart(ui.image_figure(img, t, colorscale=cmap, height=360, **show), key=f"prev_{label}")
+        col.plotly_chart(figures.image_figure(img, t, colorscale=cmap, height=360, **show), key=f"prev_{label}")

@@ -7,9 +7,10 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from emcore import learn, sim
+from emcore.data.display import contrast_limits
 from emcore.evaluate.reference import EXPLANATIONS, psnr
 from emcore.noise.models import Poisson
-from pages import ui
+from pages import figures, ui
 
 ui.sidebar_status()
 
@@ -43,8 +44,8 @@ doses = [int(v) if v >= 1 and v.is_integer() else v for v in (float(f"{d:.2g}") 
 dose = st.select_slider("Dose (e⁻/pixel)", options=doses, value=1.0, key="learn_dose")
 noisy = Poisson(dose).sample(clean, np.random.default_rng(0))
 c1, c2 = st.columns(2)
-c1.plotly_chart(ui.image_figure(clean, "Clean phantom", height=360), key="learn_clean")
-c2.plotly_chart(ui.image_figure(noisy, f"{dose:g} e⁻/px — PSNR {psnr(noisy, clean):.1f} dB", height=360), key="learn_noisy")
+c1.plotly_chart(figures.image_figure(clean, "Clean phantom", height=360), key="learn_clean")
+c2.plotly_chart(figures.image_figure(noisy, f"{dose:g} e⁻/px — PSNR {psnr(noisy, clean):.1f} dB", height=360), key="learn_noisy")
 st.markdown(
     "At 1000 e⁻/px the lattice is obvious; around 1 e⁻/px — typical of low-dose work — single "
     "pixels are mostly 0 or 1 electron and the atomic columns are hard to see by eye."
@@ -59,7 +60,7 @@ def _draw(spec: learn.LessonFigure) -> go.Figure:
                         column_widths=list(spec.widths) if spec.widths else None, horizontal_spacing=spec.spacing)
     for i, p in enumerate(spec.panels, start=1):
         if p.image is not None:
-            zrange = dict(zip(("zmin", "zmax"), ui.contrast_limits(p.image, p.clip))) if p.clip is not None else {}
+            zrange = dict(zip(("zmin", "zmax"), contrast_limits(p.image, p.clip))) if p.clip is not None else {}
             fig.add_trace(go.Heatmap(z=p.image, colorscale=p.colorscale, showscale=False,
                                      hovertemplate="row %{y}, col %{x}<br>%{z:.3g}<extra></extra>", **zrange),
                           row=1, col=i)
