@@ -173,7 +173,7 @@ class TrainingPlan(TrainConfig):
                 return models.DnCNN(depth=self.depth, width=self.width, bias=not self.bias_free)
             return models.UNet(scales=self.scales, base=self.base, bias=not self.bias_free)
         except ValueError as err:
-            raise EmcoreError(f"This {MODEL_CLASS[self.model]} cannot be built: {err}.") from None
+            raise EmcoreError(f"This {MODEL_CLASS[self.model]} cannot be built: {str(err).rstrip('.')}.") from None
 
 
 @dataclass
