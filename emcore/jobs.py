@@ -59,6 +59,21 @@ class Job:
         return self.state in ("queued", "running", "stopping")
 
 
+@dataclass(frozen=True)
+class Load:
+    """What :meth:`JobManager.load` returns: jobs running and waiting, all slots together."""
+
+    running: int
+    queued: int
+    others_running: int
+    others_queued: int
+
+    @property
+    def shared(self) -> bool:
+        """Other owners' jobs run or wait: timings here are slower than on an idle machine."""
+        return self.others_running + self.others_queued > 0
+
+
 class JobManager:
     """Queues and runs jobs; thread-safe; one worker thread per slot, started on demand."""
 
@@ -125,6 +140,29 @@ class JobManager:
             if job.state == "queued":
                 return list(self._queues[job.slot]).index(job_id) + 1
             return None
+
+    def load(self, owner: str | None = None) -> Load:
+        """How busy the machine is: jobs running and waiting in every slot, and how many of them
+        belong to owners other than ``owner`` (other browser sessions)."""
+        with self._lock:
+            active = [j for j in self._jobs.values() if j.active]
+        running = [j for j in active if j.state != "queued"]
+        queued = [j for j in active if j.state == "queued"]
+        return Load(running=len(running), queued=len(queued),
+                    others_running=sum(j.owner != owner for j in running),
+                    others_queued=sum(j.owner != owner for j in queued))
+
+    def ahead(self, job_id: str) -> tuple[int, int]:
+        """``(jobs ahead, of which other owners')`` of a job in its slot: the one running there and
+        those queued before it; ``(0, 0)`` once it runs or when it is unknown."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.state != "queued":
+                return 0, 0
+            before = list(self._queues[job.slot])
+            before = [self._jobs[i] for i in before[: before.index(job_id)]]
+            before += [j for j in self._jobs.values() if j.slot == job.slot and j.state in ("running", "stopping")]
+            return len(before), sum(j.owner != job.owner for j in before)
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job | None:
         """Block until the job has finished (for scripts and tests)."""

@@ -155,3 +155,34 @@ def test_cancel_racing_completion_always_ends_in_one_final_state():
     for j in ids:
         job = m.wait(j, timeout=10)
         assert job is None or job.state in ("done", "stopped"), job.state
+
+
+def test_load_and_ahead_count_other_sessions_jobs():
+    m = JobManager()
+    gate = threading.Event()
+
+    def blocked(progress, should_stop):
+        gate.wait(5)
+        return "ok"
+
+    a = m.submit("alice", "a", blocked, slot="cpu")
+    deadline = time.monotonic() + 5
+    while m.get(a).state != "running" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    b = m.submit("bob", "b", blocked, slot="cpu")
+    c = m.submit("alice", "c", blocked, slot="cpu")
+    d = m.submit("bob", "d", blocked, slot="gpu")
+    try:
+        load = m.load("bob")
+        assert (load.running, load.queued) == (2, 2) or (load.running, load.queued) == (1, 3)  # d may not have started
+        assert load.others_running == 1 and load.others_queued == 1 and load.shared
+        assert m.ahead(b) == (1, 1)  # alice's running job
+        assert m.ahead(c) == (2, 1)  # alice's running job and bob's queued one
+        assert m.ahead(a) == (0, 0) and m.ahead("nope") == (0, 0)
+        alone = JobManager()
+        assert alone.load("x") == type(load)(0, 0, 0, 0) and not alone.load("x").shared
+    finally:
+        gate.set()
+        for j in (a, b, c, d):
+            m.wait(j, timeout=10)
+    assert m.load("bob").running == 0 and m.load("bob").queued == 0
