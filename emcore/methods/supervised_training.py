@@ -277,7 +277,8 @@ def fit_network(
         "dose_range": [plan.dose_min, plan.dose_max] if plan.source in ("simulated", "physics") else None,
         "noise": plan.noise if plan.source in ("simulated", "physics") else None, "seed": plan.seed,
         "batch": result.batch_size, "patch": result.patch_size, "lr": plan.lr,
-        "validation_psnr_db": best_psnr, "device": result.device, "seconds": round(result.seconds, 1),
+        "validation_psnr_db": best_psnr, "validation_input_psnr_db": result.input_psnr,
+        "warning": result.warning, "device": result.device, "seconds": round(result.seconds, 1),
         "data": what, "input_normalisation": "divide by the image mean (emcore.train.simulated.normalise)",
         "started_from": card_start,
     }

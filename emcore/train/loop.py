@@ -106,6 +106,13 @@ class TrainResult:
     seconds : float
     log : tuple of str
         Notable events (device, out-of-memory fallbacks, resume, divergence).
+    input_psnr : float or None
+        Mean PSNR (dB) of the noisy validation inputs against their clean images, measured
+        once: the bar the network has to clear (None without clean validation images of the
+        input's shape).
+    warning : str or None
+        Set when the kept model is worse than its input on validation (its PSNR below
+        ``input_psnr``); also at the end of ``message``.
     """
 
     status: Literal["done", "stopped", "diverged"]
@@ -120,6 +127,8 @@ class TrainResult:
     best_on: str = "val_loss"
     seconds: float = 0.0
     log: tuple[str, ...] = ()
+    input_psnr: float | None = None
+    warning: str | None = None
 
 
 # ------------------------------------------------------------------------ helpers
@@ -210,6 +219,7 @@ class _Run:
         self.best_step, self.best_val = 0, math.inf
         self.last_val_loss: float | None = None
         self.last_val_psnr: float | None = None
+        self.input_psnr: float | None = None
         self.last_eval_step = -1
         self.lr = config.lr
         self.val_items = None
@@ -270,6 +280,8 @@ class _Run:
             metrics["val_loss"] = self.last_val_loss
         if self.last_val_psnr is not None:
             metrics["val_psnr"] = self.last_val_psnr
+        if self.input_psnr is not None:
+            metrics["input_psnr"] = self.input_psnr
         if not message:
             if self.cfg.max_seconds is not None and (self.cfg.steps is None or total < self.cfg.steps):
                 # the time limit ends the run: its step count is an estimate that moves with the
@@ -380,6 +392,30 @@ class _Run:
         loss = total / max(count, 1)
         psnr = float(np.mean(psnrs)) if psnrs else None
         return loss, psnr
+
+    def measure_input(self) -> None:
+        """PSNR of the noisy validation inputs themselves, once: what the network must beat."""
+        psnrs = []
+        for item in self.val_items:
+            inputs, _, _, clean = _unpack_val(item)
+            if clean is None or tuple(inputs.shape) != tuple(clean.shape):
+                return  # masked or extra-channel inputs: not the noisy image itself
+            psnrs.extend(_psnr(inputs, clean))
+        self.input_psnr = float(np.mean(psnrs)) if psnrs else None
+
+    def worse_than_input(self) -> str | None:
+        """A sentence when the kept model's validation PSNR is below the noisy input's."""
+        if self.input_psnr is None:
+            return None
+        kept = [h["val_psnr"] for h in self.history if h["step"] == self.best_step and h.get("val_psnr") is not None]
+        if not kept and self.best_step == 0:
+            kept = [h["val_psnr"] for h in self.history if h.get("val_psnr") is not None][-1:]
+        if not kept or kept[-1] >= self.input_psnr:
+            return None
+        return (f"Warning: the trained network is worse than its noisy input on the validation images "
+                f"(PSNR {kept[-1]:.1f} dB against {self.input_psnr:.1f} dB for the input): its output is less "
+                "faithful than the data. Train longer (more steps or a longer time limit), or fine-tune from "
+                "the shipped weights.")
 
     def evaluate(self) -> bool:
         """Compare with the best so far at the current step, write checkpoints.
@@ -580,6 +616,7 @@ def train(
         run.resume()
     validation = getattr(source, "validation", None)
     run.val_items = list(validation()) if callable(validation) else []
+    run.measure_input()
     run.t0 = time.perf_counter()
 
     status, diverged_at, diverged_what = "done", None, ""
@@ -644,6 +681,9 @@ def train(
     else:
         budget = "time budget" if config.steps is None or run.step < config.steps else "step budget"
         message = f"Trained {run.step} steps in {seconds:.1f} s on {device.type} ({budget}); {run.best_words()}."
+    warning = run.worse_than_input()
+    if warning:
+        message = f"{message} {warning}"
     run.say(message)
     run.report(message, force=True)
     return TrainResult(
@@ -659,4 +699,6 @@ def train(
         patch_size=run.patch_size,
         seconds=seconds,
         log=tuple(run.lines),
+        input_psnr=run.input_psnr,
+        warning=warning,
     )

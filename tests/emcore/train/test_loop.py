@@ -237,6 +237,8 @@ def test_training_lowers_loss_and_improves_psnr(tmp_path):
                                 for n, c in zip(noisy, clean)]))
     assert vals[-1]["val_psnr"] > vals[0]["val_psnr"] - 0.5
     assert max(v["val_psnr"] for v in vals) > noisy_psnr + 3  # a real denoising gain in dB
+    assert result.input_psnr == pytest.approx(noisy_psnr, abs=1e-3) and result.warning is None
+    assert reports[-1].metrics["input_psnr"] == pytest.approx(noisy_psnr, abs=1e-3)
     # the model holds the best weights, and progress carried the validation metrics
     best = torch.load(tmp_path / "best.pt", map_location="cpu", weights_only=True)
     assert best["step"] == result.best_step
@@ -247,6 +249,18 @@ def test_training_lowers_loss_and_improves_psnr(tmp_path):
     assert all(p.total == 150 for p in reports)
     steps = [p.step for p in reports]
     assert steps == sorted(steps)
+
+
+def test_a_network_worse_than_its_input_is_flagged():
+    """Too few steps from a random start: the output is further from the clean images than the
+    noisy input is; the result says so instead of passing garbage on silently."""
+    torch.manual_seed(0)
+    model = OtherNet(width=5)
+    result = train(model, SmoothSource(), MSELoss(), fast_config(steps=2, lr=1e-6, val_every=2))
+    kept = [h["val_psnr"] for h in result.history if h["val_psnr"] is not None][-1]
+    assert kept < result.input_psnr
+    assert result.warning is not None and "worse than its noisy input" in result.warning
+    assert f"{result.input_psnr:.1f} dB" in result.warning and result.warning in result.message
 
 
 def test_stop_after_k_steps_keeps_usable_best_model(tmp_path):
