@@ -1,12 +1,10 @@
 """Denoise page: choose a method, set its parameters, run it in the background, watch it."""
 
-import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from emcore import EmcoreError
 from emcore.methods.registry import check_params, denoise, methods, methods_for
-from pages import ui
+from pages import figures, ui
 
 ui.sidebar_status()
 st.title("Denoise")
@@ -73,44 +71,76 @@ for kind, text in st.session_state.pop("job_notes", []):
 
 @st.fragment(run_every=1.0)
 def running_jobs() -> None:
-    """Polls this session's jobs about once a second: progress, ETA, live losses, stop."""
-    mine = [j for j in ui.jobs().jobs_for(ui.owner_id())]
+    """Polls this session's jobs about once a second: what shares the machine, progress, time left,
+    live losses, stop."""
+    manager = ui.jobs()
+    mine = manager.jobs_for(ui.owner_id())
     if any(not j.active for j in mine):
         st.rerun()  # a job finished: rerun the page so its result joins the history
+    load = manager.load(ui.owner_id())
+    if load.shared:
+        st.info(f"The machine is shared: other sessions have {_jobs_words(load.others_running)} running and "
+                f"{_jobs_words(load.others_queued)} waiting. Everything runs slower while they do; the time left "
+                "below is measured from each job's own progress, so it already counts that.", icon="👥")
     for j in mine:
         with st.container(border=True):
-            pos = ui.jobs().position(j.id)
             p = j.progress
             head, btn = st.columns([5, 1])
             if j.state == "queued":
-                head.markdown(f"**{j.label}** — waiting, position {pos} in the queue")
+                ahead, others = manager.ahead(j.id)
+                whose = f", {others} of them from other sessions" if others else ""
+                head.markdown(f"**{j.label}** — waiting {ui.slot_words(j.slot)}: {_jobs_words(ahead)} ahead of it"
+                              f"{whose}. It starts when they end.")
                 if btn.button("Cancel", key=f"cancel_{j.id}"):
-                    ui.jobs().cancel(j.id)
+                    manager.cancel(j.id)
                     st.rerun()
                 continue
-            eta = f", about {p.eta:.0f} s left" if p is not None and p.eta is not None else ""
-            head.markdown(f"**{j.label}** — {j.state} ({ui.slot_words(j.slot)}){eta}")
+            if p is not None and p.eta is not None:
+                left = f", about {ui.duration_words(p.eta)} left at the rate measured so far"
+            else:
+                left = ", measuring its rate…" if j.state == "running" else ""
+            head.markdown(f"**{j.label}** — {j.state} {ui.slot_words(j.slot)}{left}")
             if j.state == "running" and btn.button("Stop", key=f"stop_{j.id}"):
-                ui.jobs().cancel(j.id)
+                manager.cancel(j.id)
             st.progress(p.fraction if p is not None else 0.0, text=(p.message if p is not None and p.message else "starting…"))
-            losses = [h for h in j.history if any(k.startswith("loss_") or k.startswith("val_") for k in h)]
-            if losses:
-                df = pd.DataFrame(losses)
-                fig = go.Figure()
-                for col in [c for c in df.columns if c.startswith("loss_") or c == "val_loss"]:
-                    fig.add_trace(go.Scatter(x=df["step"], y=df[col], mode="lines", name=col.replace("loss_", "")))
-                log = st.toggle("Log scale", value=True, key=f"log_{j.id}")
-                fig.update_layout(height=280, margin=dict(l=10, r=10, t=20, b=10), xaxis_title="step",
-                                  yaxis_title="loss", yaxis_type="log" if log else "linear")
-                st.plotly_chart(fig, key=f"loss_{j.id}")
-                if "val_psnr" in df.columns and df["val_psnr"].notna().any():
-                    st.caption(f"Validation PSNR {df['val_psnr'].dropna().iloc[-1]:.2f} dB")
+            if any(k.startswith("loss_") for h in j.history for k in h):
+                loss_chart(j.history, key=f"loss_{j.id}")
+
+
+def _jobs_words(n: int) -> str:
+    return "no job" if n == 0 else "1 job" if n == 1 else f"{n} jobs"
+
+
+def loss_chart(history: list[dict], key: str) -> None:
+    """The loss curves (log scale when they allow it) and the validation PSNR on its own axis."""
+    log = st.toggle("Log scale", value=True, key=f"{key}_log")
+    fig, note = figures.loss_figure(history, log=log)
+    if fig is None:
+        return
+    st.plotly_chart(fig, key=key)
+    if note:
+        st.caption(note)
+    psnr = [h["val_psnr"] for h in history if h.get("val_psnr") is not None]
+    if psnr:
+        noisy = [h["input_psnr"] for h in history if h.get("input_psnr") is not None]
+        bar = f" (the noisy input: {noisy[-1]:.2f} dB)" if noisy else ""
+        st.caption(f"Validation PSNR {psnr[-1]:.2f} dB{bar}: how close the network's output is to the clean "
+                   "validation images; higher is better.")
 
 
 if ui.jobs().jobs_for(ui.owner_id()):
     running_jobs()
 
 done = ui.results_for_current()
+curves = [r for r in done if r.get("artifacts", {}).get("training")]
+if curves:
+    last = curves[-1]
+    card = last["artifacts"].get("card") or {}
+    if card.get("warning"):
+        st.warning(f"{last['label']}: {card['warning'].removeprefix('Warning: ')}")
+    with st.expander(f"Training curves of {last['label']}", expanded=bool(card.get("warning"))):
+        noisy = card.get("validation_input_psnr_db")
+        loss_chart([{**h, "input_psnr": noisy} for h in last["artifacts"]["training"]], key=f"train_{ui.result_uid(last)}")
 trained = [r for r in done if r.get("artifacts", {}).get("weights_path")]
 if trained:
     last = trained[-1]

@@ -228,3 +228,64 @@ def spectral_weights_figure(energy: np.ndarray, weights: np.ndarray, unit: str =
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), xaxis_title=f"Input energy ({unit})",
                       yaxis_title="Summed weight")
     return fig
+
+
+_LOSS_NAMES = {"loss_train": "training loss", "loss_train_smooth": "training loss (smoothed)",
+               "train_loss": "training loss", "val_loss": "validation loss"}
+
+
+def loss_figure(history: list[dict], log: bool = True, height: int = 300) -> tuple[go.Figure | None, str | None]:
+    """The training curves of a job's live progress points or of a finished run's history.
+
+    Losses share the left axis; the validation PSNR (dB) has its own axis on the right, drawn
+    only at the steps where it was measured, with the noisy input's PSNR as a dashed line (the
+    bar the network has to clear). Returns ``(figure or None, note)``: a log scale is used only
+    when asked for and every loss is above zero — a loss that goes to zero or below (a Poisson
+    negative log-likelihood is often negative) is drawn on a linear scale, and the note says
+    why, rather than leaving a blank chart.
+    """
+    rows = [h for h in history if isinstance(h, dict) and "step" in h]
+    names = [k for k in _LOSS_NAMES if any(_finite(h.get(k)) for h in rows)]
+    psnr = _measured(rows, "val_psnr")
+    if not names and not psnr:
+        return None, None
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    values = []
+    for k in names:
+        pts = _measured(rows, k) if k == "val_loss" else [(h["step"], float(h[k])) for h in rows if _finite(h.get(k))]
+        values += [v for _, v in pts]
+        fig.add_trace(go.Scatter(x=[s for s, _ in pts], y=[v for _, v in pts], name=_LOSS_NAMES[k],
+                                 mode="lines+markers" if k == "val_loss" else "lines"), secondary_y=False)
+    note = None
+    if log and values and min(values) <= 0:
+        log = False
+        note = ("Linear scale: the loss goes to zero or below (a negative log-likelihood, such as the Poisson "
+                "loss, is often negative; only its fall matters), which a log scale cannot draw.")
+    if psnr:
+        fig.add_trace(go.Scatter(x=[s for s, _ in psnr], y=[v for _, v in psnr], name="validation PSNR (dB)",
+                                 mode="lines+markers", line=dict(dash="dot")), secondary_y=True)
+        noisy = [float(h["input_psnr"]) for h in rows if _finite(h.get("input_psnr"))]
+        if noisy:
+            fig.add_hline(y=noisy[-1], line_dash="dash", line_color="grey", secondary_y=True,
+                          annotation_text=f"noisy input {noisy[-1]:.1f} dB", annotation_position="bottom right")
+        fig.update_yaxes(title_text="validation PSNR (dB)", secondary_y=True, showgrid=False)
+    fig.update_yaxes(title_text="loss", type="log" if log else "linear", secondary_y=False)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=20, b=10), xaxis_title="training step",
+                      legend=dict(orientation="h", y=-0.25))
+    return fig, note
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and bool(np.isfinite(v))
+
+
+def _measured(rows: list[dict], key: str) -> list[tuple[int, float]]:
+    """``(step, value)`` where ``key`` was measured: live progress repeats the last validation
+    value at every step, which would draw a staircase; keep the first step of each value."""
+    out, last = [], None
+    for h in rows:
+        v = h.get(key)
+        if _finite(v) and v != last:
+            out.append((h["step"], float(v)))
+        last = v if _finite(v) else last
+    return out

@@ -323,13 +323,37 @@ def collect_finished_jobs() -> list[str]:
         elif isinstance(res, DenoiseResult):
             entry = add_result(res, requested=job.meta.get("requested"), token=job.meta.get("dataset_token"))
             verb = "was stopped; partial result kept as" if job.state == "stopped" else "finished:"
-            notes.append(("success", f"{job.label} {verb} {entry['label']} ({res.seconds:.2f} s on {res.device}). "
+            notes.append(("success", f"{job.label} {verb} {entry['label']}: {job_time_words(job, res)}. "
                                      "See it on the Compare page."))
+            warning = (entry["artifacts"].get("card") or {}).get("warning")
+            if warning:
+                notes.append(("stopped", f"{entry['label']}: {warning.removeprefix('Warning: ')}"))
         elif job.error:
             notes.append(("stopped" if job.state == "stopped" else "error", f"{job.label}: {job.error}"))
         jobs().forget(job.id)
     st.session_state.setdefault("job_notes", []).extend(notes)
     return notes
+
+
+def seconds_words(seconds: float) -> str:
+    """"0.42 s", "12 s", "4 min": a measured time (not an estimate)."""
+    return f"{seconds:.2g} s" if seconds < 10 else duration_words(seconds)
+
+
+def job_time_words(job, res) -> str:
+    """How long a finished job took, all of it: training and denoising, and the wait in the queue."""
+    total = (job.finished - job.started) if job.started and job.finished else res.seconds
+    card = (getattr(res, "artifacts", None) or {}).get("card") or {}
+    history = (getattr(res, "artifacts", None) or {}).get("training") or []
+    trained = card.get("seconds") if card.get("seconds") is not None else max(
+        (h.get("seconds") or 0.0 for h in history), default=None)
+    parts = [f"the whole job took {seconds_words(total)} on {res.device}"]
+    if trained:
+        parts.append(f" (training {seconds_words(trained)}, denoising {seconds_words(max(res.seconds - trained, 0.0))})")
+    waited = (job.started - job.created) if job.started else 0.0
+    if waited >= 2:
+        parts.append(f", after {seconds_words(waited)} waiting for its turn")
+    return "".join(parts)
 
 
 def results() -> list[dict]:

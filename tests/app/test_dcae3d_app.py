@@ -37,6 +37,15 @@ def test_dcae3d_tiny_budget_on_the_eds_example():
     assert res["method"] == "dcae3d" and res["params"]["steps"] == 3 and res["params"]["use_haadf"] is True
     assert res["data"].shape == at.session_state["dataset"].data.shape
     assert "apply" in res["artifacts"] and res["artifacts"]["training"]
+    # the training curves stay on the page: drawn, never blank — linear when the Poisson loss is ≤ 0
+    import json
+
+    chart = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "training loss" in c.proto.spec)
+    ys = [y for t in chart["data"] for y in t["y"]]
+    assert ys and all(abs(y) < 1e30 for y in ys)
+    if min(ys) <= 0:
+        assert chart["layout"]["yaxis"]["type"] == "linear"
+        assert any("Linear scale" in c.value for c in at.caption)
 
 
 def test_dcae3d_on_a_real_cube_with_its_haadf_shows_element_maps(shared_data):

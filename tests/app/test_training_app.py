@@ -66,9 +66,40 @@ def test_train_tiny_unet_from_the_page_shows_live_loss_and_result_reaches_compar
     assert at.success, [e.value for e in at.error]
     (res,) = _results(at)
     assert res["params"]["steps_done"] >= 1 and res["artifacts"]["training"]
+    done = next(m.value for m in at.success if "unet #1" in m.value)
+    assert "the whole job took" in done and "(training " in done and "denoising " in done, done
     assert any(b.label.startswith("Download the weights") for b in at.get("download_button"))
     at.switch_page("pages/compare.py").run()
     assert not at.exception, [e.value for e in at.exception]
+
+
+def test_too_short_training_warns_that_the_network_is_worse_than_its_input():
+    """Two steps from scratch give a network less faithful than the noisy data: the page says so,
+    and draws the validation PSNR on its own axis against the noisy input's."""
+    import json
+
+    at = _app()
+    at.switch_page("pages/denoise.py").run()
+    at.selectbox(key="method_choice").set_value("unet").run()
+    at.selectbox(key="p_unet_weights_source").set_value("train").run()
+    at.number_input(key="p_unet_steps").set_value(2)
+    at.number_input(key="p_unet_batch_size").set_value(1)
+    at.number_input(key="p_unet_patch_size").set_value(32)
+    next(b for b in at.button if b.label == "Run").click().run()
+    _wait(at)
+    assert not at.exception, [e.value for e in at.exception]
+    (res,) = _results(at)
+    card = res["artifacts"]["card"]
+    assert card["validation_input_psnr_db"] is not None
+    assert card["warning"] and any("worse than its noisy input" in line for line in res["log"])
+    assert any("worse than its noisy input" in w.value for w in at.warning), [w.value for w in at.warning]
+    at.run()  # the note is shown once; the warning beside the training curves stays
+    assert any("worse than its noisy input" in w.value for w in at.warning)
+    fig = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    names = [t.get("name") for t in fig["data"]]
+    assert "validation PSNR (dB)" in names
+    psnr = next(t for t in fig["data"] if t.get("name") == "validation PSNR (dB)")
+    assert psnr["yaxis"] == "y2" and fig["layout"]["yaxis2"]["title"]["text"] == "validation PSNR (dB)"
 
 
 def test_noise2noise_needs_a_stack_and_bad_weights_get_a_sentence():
