@@ -473,8 +473,8 @@ LESSON = Lesson(
             "(generalised Anscombe) turns it into noise of constant strength before filtering, and an exact "
             "unbiased inverse brings the result back.",
     needs="Only the noisy data and a noise level (estimated from the image when not given). No clean data, "
-          "no GPU. Seconds for a 512×512 image on a laptop; minutes for a large spectrum image, which is "
-          "done slice by slice.",
+          "no GPU. Its time grows with the number of pixels (a spectrum image is done slice by slice, so "
+          "it takes far longer than an image); the estimate beside Run is timed on this machine.",
     choose_when="A strong, well-understood baseline for single images and frames, including lattices and "
                 "nanoparticles. It rarely invents structure, so it is a good reference against which to "
                 "judge the networks. It struggles at the very lowest doses (below ~1 e⁻/px), where similar "

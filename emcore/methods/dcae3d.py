@@ -357,7 +357,8 @@ LESSON = Lesson(
             "particle, the same peak), while counting noise is independent from voxel to voxel. A 3-D "
             "convolutional autoencoder compresses (row, column, energy) blocks and keeps what they share.",
     needs="Only the noisy spectrum image (trained on it Noise2Self-style; optionally with the HAADF image as "
-          "an extra input). A GPU helps: minutes there, much longer on a CPU.",
+          "an extra input). A GPU trains it many times faster than a CPU; the estimate beside Run is for "
+          "this machine.",
     choose_when="EDS maps too sparse for PCA to separate minor elements, where both spatial and spectral "
                 "context are needed. Check it against PCA with the count-split score of the Compare page: "
                 "on a nearly uniform sample PCA's one spectral model for the whole map is hard to beat, and "

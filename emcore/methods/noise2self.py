@@ -174,7 +174,7 @@ LESSON = Lesson(
             "correlated detector noise), while the signal is not. Then predicting a pixel from its "
             "neighbours only can recover the signal but never the pixel's own noise.",
     needs="Only the noisy data — no clean images and no noise model. It trains on the image itself: "
-          "minutes on a GPU, tens of minutes on a CPU.",
+          "a GPU trains it many times faster than a CPU; the estimate beside Run is for this machine.",
     choose_when="Data unlike any simulation, with pixel-independent noise and nothing else to learn from. "
                 "The baseline of self-supervised denoising; Noise2SR usually does better on HREM images.",
     parameters="**Preset** (training budget); **mask grid** (one pixel in grid×grid is hidden per pass); "

@@ -276,8 +276,8 @@ LESSON = Lesson(
     assumes="Pixel-independent noise, as Noise2Self. A random sub-sampler keeps one pixel of every 2×2 cell; "
             "a super-resolving network predicts the full image from that, and is scored on the three pixels "
             "per cell it did not see, whose noise is independent of its input.",
-    needs="Only the one noisy image (zero-shot). Training on the image itself: a few minutes on a GPU, longer "
-          "on a CPU.",
+    needs="Only the one noisy image (zero-shot). It trains on the image itself, many times faster on a GPU "
+          "than on a CPU; the estimate beside Run is for this machine.",
     choose_when="A single HREM image of a structure unlike the simulations, at low dose. Averaging many "
                 "sub-samplings at the end gives a smoother estimate.",
     parameters="**Preset** (training budget); **sub-sampling cell** (2 px as in the paper); **sub-samplings "
@@ -300,8 +300,7 @@ register(Method(
     accepts=("image", "stack"),
     params=(
         Param("preset", "choice", "fast", choices=("fast", "quality"), label="Preset",
-              help="'fast': a small network and a short one-cycle schedule, a 512×512 image in a few minutes "
-                   "on 2 CPU cores; 'quality': the paper's settings (Adam 1e-4, batches of 10 patches of 256 px, "
+              help="'fast': a small network and a short one-cycle schedule, meant for a CPU; 'quality': the paper's settings (Adam 1e-4, batches of 10 patches of 256 px, "
                    "6000 steps, 50 sub-samplings averaged) with a deeper network, meant for a GPU."),
     ) + _budget_params("noise2sr") + (
         Param("mmse_samples", "int", None, min=1, max=1000, label="Sub-samplings averaged", preset=True,

@@ -409,7 +409,8 @@ LESSON = Lesson(
             "combination), so its pixels × channels matrix has only a few components that carry signal; "
             "everything else is counting (Poisson) noise, which a weighting by the mean counts makes "
             "uniform.",
-    needs="Only the noisy spectrum image. No clean data, no GPU; seconds for 128×128×1024.",
+    needs="Only the noisy spectrum image. No clean data, no GPU; one of the quickest methods here for "
+          "spectrum images (the estimate beside Run is for this machine).",
     choose_when="EDS or EELS spectrum images — the standard first step before quantification, as in "
                 "HyperSpy. It cannot help a single image, and with too many components it keeps noise; with "
                 "too few it erases a minor phase. Check the residual of rare elements.",

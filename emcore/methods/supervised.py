@@ -80,7 +80,7 @@ def _load(name: str, weights: str | os.PathLike | None):
     if path in (SHIPPED[name], SHIPPED_BIAS_FREE.get(name)) and not path.is_file():
         raise EmcoreError(
             f"The shipped {MODEL_CLASS[name]} weights ({path.name}) are missing from this installation; "
-            "benchmarks/train_shipped_weights.sh makes them, or train some with "
+            "reinstall the workbench to get them back, or train some with "
             f"'python -m emcore train {name} --out FILE' and pass them with --set weights=FILE."
         )
     try:
@@ -307,8 +307,8 @@ DNCNN_LESSON = Lesson(
     assumes="Images like the training images, with noise like the training noise. The network learns the "
             "*noise* (residual learning): it predicts noisy − clean and subtracts it.",
     needs="Training pairs of noisy and clean images. The workbench ships weights trained on simulated "
-          "HRTEM images (simulation-based denoising), so using it takes seconds on a CPU; training your own "
-          "takes hours on a CPU and minutes on a GPU.",
+          "HRTEM images (simulation-based denoising), so using them needs no training; training your own "
+          "takes far longer, and a GPU does it many times faster than a CPU.",
     choose_when="HRTEM/STEM images close to the training simulations, when you want a fast result. For data "
                 "unlike the simulations, train on your own pairs or use a self-supervised method, and check "
                 "the result with the no-reference tests.",
@@ -326,7 +326,8 @@ UNET_LESSON = Lesson(
             "resolutions, so each output pixel sees 116 px around it — several lattice periods — and can "
             "use the repetition of the crystal.",
     needs="Training pairs (shipped weights trained on simulated HRTEM pairs, as in Mohan et al. 2022). "
-          "Inference takes seconds on a CPU; training takes hours on a CPU, tens of minutes on a GPU.",
+          "Using the shipped weights needs no training; training your own takes far longer, many times "
+          "faster on a GPU than on a CPU.",
     choose_when="The best choice for HRTEM of nanoparticles at very low dose when the simulations match your "
                 "microscope; the Compare page's 'What is the network looking at?' shows which input pixels "
                 "each output pixel comes from.",
@@ -345,8 +346,8 @@ _COST_HINT = ("Training takes most of the time: fewer steps, a time limit, fine-
 register(Method(
     name="dncnn",
     label="DnCNN",
-    description="A 17-layer residual CNN trained on simulated noisy/clean HRTEM pairs; gives a result in "
-                "seconds with the shipped weights, or train it on your own data.",
+    description="A 17-layer residual CNN trained on simulated noisy/clean HRTEM pairs; use the shipped "
+                "weights at once, or train it on your own data.",
     kind="supervised",
     accepts=("image", "stack"),
     params=_common_params("dncnn"),

@@ -42,7 +42,7 @@ def training_params(name: str) -> tuple[Param, ...]:
         Param("training_data", "choice", "simulated", choices=SOURCES, label="Training data", group="training",
               when=_TRAIN, flags=("--source",), choice_kinds={"frames": ("stack",)},
               choice_labels={"simulated": "Simulated HRTEM pairs (no data needed)",
-                             "physics": "The abTEM multislice set (benchmarks/make_abtem_set.py)",
+                             "physics": "The abTEM multislice set (a simulated .npz set)",
                              "frames": "Noise2Noise: pairs of registered frames of this stack",
                              "pairs": "Noisy/clean pairs: this dataset and its clean version"},
               help="simulated: phantoms made on the fly; physics: the cached abTEM multislice set (cache); frames: "
@@ -53,10 +53,12 @@ def training_params(name: str) -> tuple[Param, ...]:
                    "dataset's ground truth."),
         Param("cache", "path", None, label="abTEM set (.npz)", group="training", file_types=("npz",),
               when=_TRAIN + (("training_data", ("physics",)),),
-              help="The abTEM multislice set written by benchmarks/make_abtem_set.py; empty: runs/abtem_set.npz."),
+              help="The abTEM multislice set (.npz) made by the workbench's abTEM script; empty: the set cached "
+                   "on this machine, if any."),
         Param("steps", "int", 300, min=1, max=200_000, label="Training steps", group="training", when=_TRAIN,
-              help=f"Optimiser steps. On 2 CPU cores a {MODEL_CLASS[name]} does a few steps a second; a GPU "
-                   "about 50 times more."),
+              help=f"Optimiser steps. How many a {MODEL_CLASS[name]} does a second depends on the machine and on "
+                   "what else runs on it (a GPU does many times more than a CPU); the estimate beside Run is "
+                   "for this machine, and the time left while it trains is measured."),
         Param("max_minutes", "float", None, min=0.01, max=24 * 60, label="Time limit (min)", group="training",
               when=_TRAIN, help="Stop training after this many minutes and keep the best model so far; "
                                 "empty: no limit."),

@@ -543,7 +543,8 @@ LESSON = Lesson(
     assumes="The signal is stationary — the same kind of structure everywhere — and the noise is white "
             "(independent from pixel to pixel), so in the Fourier transform the noise is a flat floor and a "
             "crystal lattice shows as sharp spots standing above it.",
-    needs="Only the noisy data. No clean data, no GPU; well under a second even for 2048×2048 images.",
+    needs="Only the noisy data. No clean data, no GPU; usually the quickest method here (the estimate beside "
+          "Run is for this machine).",
     choose_when="Periodic images (HREM/HRSTEM of crystals) where a quick, transparent filter is enough, or "
                 "as a first look. It blurs what is not periodic (surfaces, defects, the particle edge), and "
                 "the 'local' mode is the adaptive spatial variant for non-periodic images.",
