@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Callable, Mapping
 import numpy as np
 from scipy.special import gammaln
 
+from emcore.data.dataset import Dataset
 from emcore.errors import EmcoreError
+from emcore.noise.models import Poisson
 
 if TYPE_CHECKING:  # annotations only: frame_pairs imports this module
     from emcore.evaluate.frame_pairs import FramePairResult
@@ -262,3 +264,17 @@ def rank_runs(results: Mapping[str, "CountSplitResult | FramePairResult"]) -> li
         return (r.estimated_mse, getattr(r, "poisson_nll", 0.0), name)
 
     return sorted(results, key=key)
+
+
+def counts_of(ds: Dataset) -> np.ndarray | None:
+    """Integer counts behind the data, when there are any.
+
+    Raw counts are used as they are; data recorded as ``counts / dose`` (Poisson noise at a
+    known dose, as in the simulated examples) are multiplied back. ``None`` otherwise:
+    count-splitting needs genuine counts.
+    """
+    if ds.is_counts:
+        return np.rint(ds.data).astype(np.int64)
+    if isinstance(ds.noise, Poisson):
+        return np.rint(ds.data * ds.noise.dose).astype(np.int64)
+    return None

@@ -14,7 +14,7 @@ import numpy as np
 
 from emcore.data.dataset import Dataset
 from emcore.errors import EmcoreError, Stopped
-from emcore.evaluate.count_split import count_split, count_split_error, rank_runs
+from emcore.evaluate.count_split import count_split, count_split_error, counts_of, rank_runs  # noqa: F401  (counts_of: re-exported)
 from emcore.evaluate.frame_pairs import frame_pair_error
 from emcore.evaluate.frc import fourier_ring_correlation, frc_resolution
 from emcore.evaluate.reference import psnr, ssim
@@ -66,20 +66,6 @@ def residual_report(ds: Dataset, result: np.ndarray, noise_model=None):
     """:func:`emcore.evaluate.residuals.residual_checks` of input − result under the dataset's noise model."""
     _check_shape(ds, result)
     return residual_checks(ds.data, result, noise_model or noise_model_of(ds), axis=_SLICE_AXIS[ds.kind])
-
-
-def counts_of(ds: Dataset) -> np.ndarray | None:
-    """Integer counts behind the data, when there are any.
-
-    Raw counts are used as they are; data recorded as ``counts / dose`` (Poisson noise at a
-    known dose, as in the simulated examples) are multiplied back. ``None`` otherwise:
-    count-splitting needs genuine counts.
-    """
-    if ds.is_counts:
-        return np.rint(ds.data).astype(np.int64)
-    if isinstance(ds.noise, Poisson):
-        return np.rint(ds.data * ds.noise.dose).astype(np.int64)
-    return None
 
 
 def _half_dataset(ds: Dataset, half: np.ndarray) -> Dataset:

@@ -189,3 +189,55 @@ def grid(**axes: Sequence[Any]) -> list[dict]:
     for name, values in axes.items():
         out = [{**o, name: v} for o in out for v in values]
     return out
+
+
+def calibrate_dataset(
+    ds,
+    make_fn: Callable[[dict], Callable[[np.ndarray], np.ndarray]],
+    candidates: Sequence[dict],
+    *,
+    seed: int = 0,
+    max_seconds: float | None = None,
+) -> CalibrationResult:
+    """:func:`calibrate` on what a dataset offers: an image, or the middle frame of a stack.
+
+    Count splitting is used when the dataset holds counts (raw, or counts / dose of a known
+    Poisson model), the J-invariant loss otherwise. ``make_fn(params)`` returns a denoiser of
+    one 2-D image that does not depend on the image's intensity scale (it measures what it
+    needs, such as the noise floor, on the image it is given), so the same candidate means
+    the same thing on a count-split half.
+    """
+    from emcore.evaluate.count_split import counts_of
+
+    if ds.kind not in ("image", "stack"):
+        raise EmcoreError("Self-calibration works on images and stacks of images.")
+    counts = counts_of(ds)
+    pick = (lambda a: a) if ds.kind == "image" else (lambda a: a[a.shape[0] // 2])
+    return calibrate(make_fn, pick(ds.data), candidates, counts=None if counts is None else pick(counts),
+                     seed=seed, max_seconds=max_seconds)
+
+
+def run_calibrated(ds, ctx, apply: Callable[[np.ndarray, dict], tuple[np.ndarray, Any]], candidates: Sequence[dict],
+                   what: str) -> tuple[np.ndarray, dict, list]:
+    """Calibrate, then filter every frame with the chosen setting; for a method's ``run``.
+
+    ``apply(frame, params)`` returns the filtered frame and what the setting resolved to on
+    that frame (e.g. the noise floor used). The choice and the whole curve are recorded in
+    ``ctx`` (log line, ``ctx.artifacts["calibration"]``). Returns the result (the dataset's
+    shape), the chosen parameters and the per-frame resolved values.
+    """
+    from emcore.progress import report
+
+    cal = calibrate_dataset(ds, lambda p: (lambda x: apply(x, p)[0]), candidates, seed=ctx.seed)
+    best = cal.best
+    shown = ", ".join(f"{k} {v:g}" for k, v in best.items() if isinstance(v, (int, float)))
+    ctx.log.append(f"Self-calibrated by {cal.criterion} ({len(cal.curve)} settings, {cal.seconds:.1f} s): {shown}.")
+    ctx.artifacts["calibration"] = cal.to_dict()
+    frames = ds.data if ds.kind == "stack" else ds.data[None]
+    out = np.empty(frames.shape, np.float32)
+    resolved, t0 = [], time.perf_counter()
+    for i, frame in enumerate(frames):
+        out[i], r = apply(frame, best)
+        resolved.append(r)
+        report(ctx.progress, i + 1, len(frames), t0, f"{what}: frame {i + 1} of {len(frames)}")
+    return (out if ds.kind == "stack" else out[0]), best, resolved

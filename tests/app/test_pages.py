@@ -184,6 +184,9 @@ def _run_method(at, name, **params):
     at.switch_page("pages/denoise.py").run()
     at.selectbox(key="method_choice").set_value(name).run()
     for k, v in params.items():
+        auto = [c for c in at.checkbox if c.key == f"p_{name}_{k}_auto"]
+        if auto:  # "estimate from the data": untick it to give the value
+            auto[0].uncheck().run()
         at.number_input(key=f"p_{name}_{k}").set_value(v)
     next(b for b in at.button if b.label == "Run").click().run()
     assert not at.exception, [e.value for e in at.exception]

@@ -49,3 +49,26 @@ def test_calibrated_wiener_beats_the_default_on_a_lattice(lattice):
 def test_calibrate_refuses_nothing_to_try(lattice):
     with pytest.raises(EmcoreError, match="nothing to calibrate"):
         calibrate(lambda p: (lambda x: x), lattice.data, [])
+
+
+def test_wiener_entry_calibrates_itself_and_records_the_choice(lattice):
+    from emcore.methods.registry import denoise
+
+    auto = denoise(lattice, "wiener")
+    fixed = denoise(lattice, "wiener", window=5)  # the old default window, noise floor as measured ×1..4
+    plain = denoise(lattice, "wiener", window=5, noise_power=float(estimate_noise_variance(lattice.data)))
+    gt = lattice.ground_truth
+    assert psnr(auto.data, gt) > psnr(plain.data, gt) + 3  # the old blind default
+    assert psnr(auto.data, gt) >= psnr(fixed.data, gt) - 0.5
+    cal = auto.artifacts["calibration"]
+    assert cal["criterion"] == "J-invariant" and cal["best"]["window"] == auto.params["window"]
+    assert auto.params["noise_power"] > 0 and any("Self-calibrated" in line for line in auto.log)
+
+
+def test_wiener_calibrates_stacks_by_count_splitting():
+    from emcore.methods.registry import denoise
+
+    movie = sim.example("movie", seed=1, size=64)
+    res = denoise(movie, "wiener")
+    assert res.artifacts["calibration"]["criterion"] == "count-split"
+    assert res.data.shape == movie.data.shape and np.isfinite(res.data).all()
