@@ -18,10 +18,26 @@ the cap.
 HyperSpy, RosettaSciIO, exspy, dask, tifffile and Pillow are imported inside the functions
 that need them, so that ``import emcore`` (the training code) works without them.
 
+Files are untrusted. Before any reader opens one, its header is read by our own code and
+checked (:mod:`emcore.io.headers`, :mod:`emcore.io.hdf5`): a path that is not a regular file
+(FIFO, device, ``/proc``), a header declaring negative sizes or more data than the file holds
+(truncated, or lying: a 5 KB ``.mrc`` claiming 100000³ voxels), an HDF5 file with external
+links, virtual datasets or external storage (which would make the reader open other files),
+and declared sizes over the memory cap are refused in one sentence, without a lazy graph
+built or a byte allocated.
+
 Every expected problem — unknown extension, corrupt or truncated file, data of the wrong
 dimensionality, NaN values, a HAADF image on another pixel grid, data over the memory cap —
 raises :class:`~emcore.errors.EmcoreError` whose message names the file, says what is wrong
 and what to do.
+
+Layout: :mod:`~emcore.io.guards` (extensions, file checks, the cap, error wording),
+:mod:`~emcore.io.headers` and :mod:`~emcore.io.hdf5` (header checks), one module per reader
+family (:mod:`~emcore.io.hyperspy_reader`, :mod:`~emcore.io.tiff`,
+:mod:`~emcore.io.numpy_reader`, :mod:`~emcore.io.png`), :mod:`~emcore.io.layout` (kinds of
+signals), :mod:`~emcore.io.metadata` (calibration), :mod:`~emcore.io.reduce` (binning, size
+checks, reading), :mod:`~emcore.io.upload` (temporary files, safe names),
+:mod:`~emcore.io.loading` (the public readers) and :mod:`~emcore.io.saving`.
 """
 
 from __future__ import annotations

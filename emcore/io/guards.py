@@ -188,7 +188,7 @@ def _check_nonempty(path: Path, label: str):
         )
     if _on_pseudo_filesystem(path, st):
         raise EmcoreError(
-            f"{label} is a system pseudo-file (under /proc, /sys or /dev), not a data file; "
+            f"{label} is a system pseudo-file (under /proc or /sys), not a data file; "
             "choose the data file itself."
         )
     if st.st_size == 0:
@@ -205,8 +205,9 @@ def _special_kind(mode: int) -> str:
 
 def _on_pseudo_filesystem(path: Path, st: os.stat_result) -> bool:
     # /proc and /sys files are regular files whose size reads as 0 (or 4096) whatever they hold.
+    # (Devices under /dev are caught as such; /dev/shm holds ordinary files.)
     real = os.path.realpath(path)
-    if real.split(os.sep)[1:2] in (["proc"], ["sys"], ["dev"]):
+    if real.split(os.sep)[1:2] in (["proc"], ["sys"]):
         return True
     for root in ("/proc", "/sys"):
         with contextlib.suppress(OSError):

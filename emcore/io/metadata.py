@@ -51,6 +51,16 @@ def _energy_calibration(ax) -> dict:
     return {"energy_offset": offset, "energy_scale": scale, "energy_unit": units}
 
 
+def _number(v) -> float | None:
+    """A finite number from a metadata value, else None: these facts are optional, and a file
+    whose metadata hold text where a number belongs still has readable data."""
+    try:
+        x = float(v)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return x if math.isfinite(x) else None
+
+
 def _acquisition(md) -> dict:
     """Acquisition metadata (HyperSpy's metadata tree) under the workbench's keys."""
     out: dict = {}
@@ -64,9 +74,9 @@ def _acquisition(md) -> dict:
         node = f"Acquisition_instrument.{mode}"
         if not md.has_item(node):
             continue
-        be = md.get_item(f"{node}.beam_energy")
+        be = _number(md.get_item(f"{node}.beam_energy"))
         if be is not None and "voltage_kv" not in out:
-            out["voltage_kv"] = float(be)
+            out["voltage_kv"] = be
         mic = md.get_item(f"{node}.microscope")
         if mic and "microscope" not in out:
             out["microscope"] = str(mic)
@@ -82,8 +92,10 @@ def _acquisition(md) -> dict:
                     out["detector"] = f"{det_name} ({model})" if model else str(det_name)
                 if dwell is None and det.get("dwell_time") is not None:
                     dwell = det["dwell_time"]
-                if det.get("live_time") is not None and "live_time_s" not in out:
-                    out["live_time_s"] = float(det["live_time"])
+                live = _number(det.get("live_time"))
+                if live is not None and "live_time_s" not in out:
+                    out["live_time_s"] = live
+        dwell = _number(dwell)
         if dwell is not None and "dwell_time_s" not in out:
-            out["dwell_time_s"] = float(dwell)
+            out["dwell_time_s"] = dwell
     return {k: _scalar(v) for k, v in out.items()}

@@ -52,9 +52,17 @@ def _plan(src: _Source, label: str, k: int, m: int, energy_range) -> _Plan:
         if energy_range is not None:
             try:
                 lo, hi = (float(v) for v in energy_range)
+                if not (math.isfinite(lo) and math.isfinite(hi)):
+                    raise ValueError("not finite")
             except (TypeError, ValueError) as exc:
                 raise EmcoreError(f"energy_range must be a pair (low, high), not {energy_range!r}.") from exc
             cal = src.calibration
+            if not (math.isfinite(cal.energy_scale) and cal.energy_scale != 0 and math.isfinite(cal.energy_offset)):
+                raise EmcoreError(
+                    f"{label}: its energy axis has no usable calibration (offset {cal.energy_offset:g}, "
+                    f"scale {cal.energy_scale:g} per channel), so energy_range cannot be applied; load "
+                    "it without energy_range, or correct the calibration in the file."
+                )
             lo, hi = min(lo, hi), max(lo, hi)
             i0 = max(0, math.ceil((lo - cal.energy_offset) / cal.energy_scale - 1e-9))
             i1 = min(E - 1, math.floor((hi - cal.energy_offset) / cal.energy_scale + 1e-9))

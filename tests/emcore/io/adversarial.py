@@ -187,6 +187,26 @@ def _metadata_external_link(d: Path) -> list[Path]:
     return _hspy_variant(d, "metadata_link.emd", change)
 
 
+def _lying_metadata(d: Path) -> list[Path]:
+    """A metadata list (read whole by the HSPY reader) claiming 10^10 values in a chunk or two."""
+
+    def change(f, path):
+        g = f[path.rsplit("/", 1)[0] + "/original_metadata"]
+        ds = g.create_dataset("_list_counts", shape=(10**10,), dtype="f8", chunks=(4096,), compression="gzip")
+        ds[:10] = 1
+
+    return _hspy_variant(d, "lying_metadata.hspy", change)
+
+
+def _text_beam_energy(d: Path) -> list[Path]:
+    """Valid data whose optional metadata hold text where a number belongs."""
+
+    def change(f, path):
+        f.require_group(path.rsplit("/", 1)[0] + "/metadata/Acquisition_instrument/TEM").attrs["beam_energy"] = "abc"
+
+    return _hspy_variant(d, "text_beam_energy.hspy", change)
+
+
 def _lying_tiff_tiles(d: Path) -> list[Path]:
     """A 16384² tiled TIFF (33 KB) whose 4096 tile offsets all point at one compressed tile."""
     side, t = 16384, 256
@@ -342,6 +362,8 @@ def cases() -> list[Case]:
         Case("metadata_link.emd", _metadata_external_link, match="external link"),
         Case("virtual.hdf5", _virtual, match="virtual dataset"),
         Case("external_storage.hspy", _external_storage, match="external raw files"),
+        Case("lying_metadata.hspy", _lying_metadata, match="declares 10000000000 "),
+        Case("text_beam_energy.hspy", _text_beam_energy, expect="load"),
         # --- pickles and odd dtypes
         Case("pickle.npy", lambda d: _write(d, "pickle.npy", _pickled()), match="pickled"),
         Case("pickle.npz", lambda d: _zip(d, "pickle.npz", {"data.npy": _pickled()}), match="pickled"),
