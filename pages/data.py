@@ -12,6 +12,15 @@ from pages import figures, ui
 ACQ_LABELS = {"voltage_kv": "Beam voltage (kV)", "dwell_time_s": "Dwell time (s)", "live_time_s": "Live time (s)",
               "detector": "Detector", "microscope": "Microscope", "signal_type": "Signal type", "title": "Title"}
 
+def survey_name(ds) -> str:
+    """The name of a spectrum image's survey image: "HAADF" only when it is one (the examples, a
+    signal or file titled so); otherwise its own title (an SE or BF image is no HAADF image)."""
+    title = str(ds.metadata.get("haadf_title") or "").strip()
+    if not title or "HAADF" in title.upper():
+        return "HAADF"
+    return f"Survey image ({title})"
+
+
 st.title("Data")
 st.caption(
     "Start from a built-in simulated example (with ground truth) or upload your own image, "
@@ -70,6 +79,8 @@ else:
         if opts.get("upload_id") != upload_id:  # a new upload resets choices made for the last one
             opts.clear()
             opts["upload_id"] = upload_id
+            for k, v in (("bin_spatial", 1), ("bin_energy", 1), ("e_lo", 0.0), ("e_hi", 0.0)):
+                st.session_state[k] = v
         signals = opts.get("signals")
         if signals and sum(s.get("kind") is not None for s in signals) > 1:
             usable = [s for s in signals if s.get("kind")]
@@ -92,7 +103,11 @@ else:
             ss.bin_spatial = int(opts["suggestion"].get("bin_spatial", 1))
             ss.bin_energy = int(opts["suggestion"].get("bin_energy", 1))
             del opts["suggestion"]
-        with st.expander("Reduce a large spectrum image before loading",
+        # the energy fields only for a spectrum image (or while the file's kind is not known yet)
+        chosen_kind = next((x.get("kind") for x in signals or ()
+                            if x.get("index") == opts.get("signal", opts.get("chosen_signal"))), None)
+        has_energy = chosen_kind in (None, "cube")
+        with st.expander("Reduce a large spectrum image before loading" if has_energy else "Reduce a large image before loading",
                          expanded=bool(opts.get("too_large") or opts.get("reduced_note"))):
             if opts.get("too_large"):
                 st.warning(opts["too_large"] + " A reduction that fits is filled in below; adjust it if you like.")
@@ -100,9 +115,11 @@ else:
                 st.warning(opts["reduced_note"])
             c1, c2, c3, c4 = st.columns(4)
             bin_s = int(c1.number_input("Spatial binning (k×k)", 1, 64, key="bin_spatial"))
-            bin_e = int(c2.number_input("Energy binning (channels)", 1, 256, key="bin_energy"))
-            e_lo = c3.number_input("Energy from", key="e_lo", help="In the file's energy unit; leave both at 0 for the full range.")
-            e_hi = c4.number_input("Energy to", key="e_hi")
+            bin_e, e_lo, e_hi = 1, 0.0, 0.0
+            if has_energy:
+                bin_e = int(c2.number_input("Energy binning (channels)", 1, 256, key="bin_energy"))
+                e_lo = c3.number_input("Energy from", key="e_lo", help="In the file's energy unit; leave both at 0 for the full range.")
+                e_hi = c4.number_input("Energy to", key="e_hi")
         erange = (float(e_lo), float(e_hi)) if e_hi > e_lo else None
         key = ("upload", upload_id, haadf_file.file_id if haadf_file else None, opts.get("signal"), bin_s, bin_e, erange)
         if st.session_state.get("dataset_origin") != key and opts.get("failed") != key:
@@ -117,6 +134,7 @@ else:
                     )
                     if haadf_file is not None:
                         ds = ds.with_haadf(io.load_haadf([(haadf_file.name, haadf_file.getvalue())]))
+                        ds.metadata["haadf_title"] = haadf_file.name.rsplit(".", 1)[0]
             except TooLargeError as err:
                 opts.update(too_large=str(err), suggestion=err.suggestion, failed=key)
                 st.rerun()
@@ -127,7 +145,8 @@ else:
                 too_large = opts.pop("too_large", None)
                 if too_large or bin_s > 1 or bin_e > 1 or erange:
                     opts["reduced_note"] = (too_large + " " if too_large else "") + (
-                        f"Loaded with {bin_s}×{bin_s} spatial binning, {bin_e}-channel energy binning"
+                        f"Loaded with {bin_s}×{bin_s} spatial binning"
+                        + (f", {bin_e}-channel energy binning" if ds.kind == "cube" else "")
                         + (f" and the energy range {erange[0]:g}–{erange[1]:g}" if erange else "") + ".")
                 else:
                     opts.pop("reduced_note", None)
@@ -172,7 +191,8 @@ rows = {
 if ds.kind == "cube":
     e0, e1 = summary["energy_range"]
     rows["Energy axis"] = f"{e0:.4g} … {e1:.4g} {cal.energy_unit}, {cal.energy_scale:.4g} {cal.energy_unit}/channel"
-    rows["HAADF image"] = "×".join(map(str, ds.haadf.shape)) if ds.haadf is not None else "none"
+    rows["Survey image"] = (f"{survey_name(ds)}, {'×'.join(map(str, ds.haadf.shape))}" if ds.haadf is not None
+                            else "none")
 for k, v in summary.get("acquisition", {}).items():
     rows[ACQ_LABELS.get(k, k.replace("_", " "))] = f"{v:g}" if isinstance(v, float) else str(v)
 st.table({"": list(rows.keys()), "value": list(rows.values())})
@@ -259,9 +279,9 @@ else:
     if ds.ground_truth is not None:
         panels.append(("Ground truth", energy_window_map(ds.ground_truth, ch, width), "viridis"))
     if ds.haadf is not None:
-        panels.append(("HAADF", ds.haadf, "gray"))
+        panels.append((survey_name(ds), ds.haadf, "gray"))
     cols = st.columns(len(panels))
     title_e = f"{energy[ch]:.3f} {cal.energy_unit} ± {width * cal.energy_scale / 2:.3g}"
     for col, (label, img, cmap) in zip(cols, panels):
-        t = label if label == "HAADF" else f"{label}: {title_e}"
+        t = f"{label}: {title_e}" if img is not ds.haadf else label
         col.plotly_chart(figures.image_figure(img, t, colorscale=cmap, height=360, **show), key=f"prev_{label}")

@@ -35,7 +35,18 @@ st.caption(
 
 @st.cache_resource(show_spinner=False)
 def _phantom() -> np.ndarray:
-    return sim.hrem_phantom((256, 256), rng=np.random.default_rng(7))
+    # bright atomic columns, as in the HRTEM example on the Data page and the reference simulations
+    return sim.hrem_phantom((256, 256), rng=np.random.default_rng(7), contrast="bright")
+
+
+def psnr_words(db: float) -> str:
+    """What a PSNR in dB means for the image beside it."""
+    if db < 0:
+        return (f"PSNR {db:.1f} dB — below 0 dB because the noise is larger than the clean image's whole range "
+                "of values (max − min): the typical error of a pixel exceeds the contrast of the structure. "
+                "Each +10 dB divides the mean squared error by 10.")
+    return (f"PSNR {db:.1f} dB: the clean image's range of values (max − min) is {10 ** (db / 20):.2g} times the "
+            "typical (root-mean-square) error of a pixel. Each +10 dB divides the mean squared error by 10.")
 
 
 clean = _phantom()
@@ -43,9 +54,11 @@ clean = _phantom()
 doses = [int(v) if v >= 1 and v.is_integer() else v for v in (float(f"{d:.2g}") for d in np.geomspace(0.1, 1000, 21))]
 dose = st.select_slider("Dose (e⁻/pixel)", options=doses, value=1.0, key="learn_dose")
 noisy = Poisson(dose).sample(clean, np.random.default_rng(0))
+noisy_db = psnr(noisy, clean)
 c1, c2 = st.columns(2)
 c1.plotly_chart(figures.image_figure(clean, "Clean phantom", height=360), key="learn_clean")
-c2.plotly_chart(figures.image_figure(noisy, f"{dose:g} e⁻/px — PSNR {psnr(noisy, clean):.1f} dB", height=360), key="learn_noisy")
+c2.plotly_chart(figures.image_figure(noisy, f"{dose:g} e⁻/px — PSNR {noisy_db:.1f} dB", height=360), key="learn_noisy")
+st.caption(psnr_words(noisy_db))
 st.markdown(
     "At 1000 e⁻/px the lattice is obvious; around 1 e⁻/px — typical of low-dose work — single "
     "pixels are mostly 0 or 1 electron and the atomic columns are hard to see by eye."
@@ -130,7 +143,7 @@ st.markdown(
     "— the network has learned to use the repetition of the structure."
 )
 st.markdown(
-    "What the networks shipped here show (`benchmarks/bench_jacobian.py`, figures in `benchmarks/RESULTS.md`). "
+    "What the networks shipped here show (measured with the workbench's own benchmark of this view). "
     "The standard UNet has biases: part of its output does not come from the filter at all, and the view says "
     "how much. Its **bias-free** twin (Denoise page, UNet, *Shipped weights: bias-free*) has no such part — its "
     "output is exactly J(x) x, as in Mohan et al.'s study. On the built-in example from 2 to 20 e⁻/px, its "
