@@ -181,7 +181,8 @@ def param_widgets(method, ds: Dataset) -> dict:
     """Widgets built from a method's declared parameters; returns {name: value}.
 
     Main parameters come first, then each group (training, advanced) in an expander. A
-    parameter whose ``when`` does not hold is not shown and keeps its default. A
+    parameter whose ``when`` does not hold, or that is not for this data kind (``kinds``), is
+    not shown and keeps its default. A
     ``preset=True`` parameter shows the value the chosen preset will use, and follows the
     preset when it changes; it is returned as None ("the preset's") unless changed. A path
     parameter is an upload, saved under a name of our own.
@@ -189,12 +190,12 @@ def param_widgets(method, ds: Dataset) -> dict:
     values = method.defaults()
     for group in ("", *_GROUPS):
         shown = [p for p in method.params if p.group == group]
-        if not any(p.applies(values) for p in shown):
+        if not any(p.applies(values, ds.kind) for p in shown):
             continue
         box = st.expander(*_GROUPS[group]) if group else st.container()
         with box:
             for p in shown:
-                if p.applies(values):
+                if p.applies(values, ds.kind):
                     values[p.name] = _widget(method, p, ds, method.from_preset(values))
     return values
 

@@ -505,7 +505,7 @@ register(Method(
     params=NOISE_PARAMS + (
         Param("profile", "choice", "np", choices=("np", "refilter", "vn", "high", "deb"), label="BM3D profile",
               help="Parameter set of the bm3d package: 'np' (normal), 'refilter', 'vn' (very noisy), 'high' (high quality)."),
-        Param("bin_energy", "int", 1, min=1, max=64, label="Energy binning (cubes)",
+        Param("bin_energy", "int", 1, min=1, max=64, label="Energy binning (cubes)", kinds=("cube",),
               help="Spectrum images only: denoise sums of this many channels (faster, brighter slices), "
                    "then spread each back over its channels."),
     ),

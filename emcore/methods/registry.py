@@ -47,7 +47,8 @@ class Param:
     ("" for the main form, "training" or "advanced"); ``when``, pairs ``(other parameter,
     values)`` that must all hold for it to matter (the form hides it otherwise);
     ``choice_labels``, words for the choices; ``choice_kinds``, choices offered only for some
-    data kinds; ``file_types``, the extensions an upload may have; ``flags``, further spellings
+    data kinds; ``kinds``, the data kinds the parameter matters for (empty: all; the form hides
+    it for the others); ``file_types``, the extensions an upload may have; ``flags``, further spellings
     of its option in ``python -m emcore train``.
     """
 
@@ -67,6 +68,7 @@ class Param:
     when: tuple[tuple[str, tuple], ...] = ()
     choice_labels: dict = field(default_factory=dict)
     choice_kinds: dict = field(default_factory=dict)
+    kinds: tuple[str, ...] = ()
     file_types: tuple[str, ...] = ()
     upload: Callable[[bytes, str, str], str] | None = None
     flags: tuple[str, ...] = ()
@@ -75,8 +77,11 @@ class Param:
     def title(self) -> str:
         return self.label or self.name.replace("_", " ").capitalize()
 
-    def applies(self, values: dict[str, Any]) -> bool:
-        """Whether this parameter matters, given the values of the others (see ``when``)."""
+    def applies(self, values: dict[str, Any], kind: str | None = None) -> bool:
+        """Whether this parameter matters, given the values of the others (see ``when``) and,
+        when given, the data kind (see ``kinds``)."""
+        if kind is not None and self.kinds and kind not in self.kinds:
+            return False
         return all(values.get(name) in allowed for name, allowed in self.when)
 
     def choices_for(self, kind: str) -> tuple:

@@ -68,3 +68,16 @@ def test_survey_image_named_by_what_it_is_and_no_energy_fields_for_an_image(shar
     assert any(e.label == "Reduce a large image before loading" for e in at.expander)
     shown = str([c.proto.spec for c in at.get("plotly_chart")]) + " ".join(m.value for m in at.markdown)
     assert "HAADF" not in shown
+
+
+def test_denoise_form_hides_parameters_that_are_not_for_the_data_kind():
+    at = open_app()  # the HRTEM image
+    at.switch_page("pages/denoise.py").run()
+    at.selectbox(key="method_choice").set_value("bm3d").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "p_bm3d_bin_energy" not in {n.key for n in at.number_input}
+    at.switch_page("pages/data.py").run()
+    at.selectbox(key="example_name").set_value("eds").run()
+    at.switch_page("pages/denoise.py").run()
+    at.selectbox(key="method_choice").set_value("bm3d").run()
+    assert "p_bm3d_bin_energy" in {n.key for n in at.number_input}
