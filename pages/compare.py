@@ -59,10 +59,20 @@ for r in runs:
     if key not in r["metrics_cache"]:
         r["metrics_cache"][key] = validation.reference_metrics(ds, r["data"], lines)
     r["metrics"] = dict(r["metrics_cache"][key])
+def metric_column(key: str) -> str:
+    """A metric's column name with its unit: "PSNR (dB)", "PSNR Fe Ka (dB)", "SSIM (1 = identical)"."""
+    if key.startswith("psnr"):
+        return f"PSNR {key[5:].replace('_', ' ')} (dB)".replace("PSNR  (dB)", "PSNR (dB)")
+    if key.startswith("ssim"):
+        return f"SSIM {key[5:].replace('_', ' ')} (1 = identical)".replace("SSIM  (", "SSIM (")
+    return key
+
+
 table = pd.DataFrame([
     {"result": r["label"], "method": r["method"],
      "parameters": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items()),
-     "seconds": round(r["seconds"], 3), "device": r["device"], **{k: round(v, 3) for k, v in r["metrics"].items()}}
+     "time (s)": round(r["seconds"], 3), "device": r["device"],
+     **{metric_column(k): round(v, 3) for k, v in r["metrics"].items()}}
     for r in runs
 ])
 st.dataframe(table, hide_index=True, width="stretch")
@@ -309,9 +319,10 @@ if model is not None and picked:
         if key not in r["metrics_cache"]:
             r["metrics_cache"][key] = validation.residual_report(ds, r["data"], model)
         rep = r["metrics_cache"][key]
-        rep_rows.append({"result": r["label"], "mean": round(rep.mean, 3), "variance": round(rep.variance, 3),
-                         "lag-1 autocorr. (rows)": round(rep.autocorr_row, 3),
-                         "lag-1 autocorr. (cols)": round(rep.autocorr_col, 3), "verdict": rep.verdict})
+        rep_rows.append({"result": r["label"], "mean (noise σ; ideal 0)": round(rep.mean, 3),
+                         "variance (noise σ²; ideal 1)": round(rep.variance, 3),
+                         "lag-1 autocorr. rows (ideal 0)": round(rep.autocorr_row, 3),
+                         "lag-1 autocorr. cols (ideal 0)": round(rep.autocorr_col, 3), "verdict": rep.verdict})
         maps.append((f"{r['label']}: structure map", rep.structure_map))
     st.dataframe(pd.DataFrame(rep_rows), hide_index=True, width="stretch")
     key = ("structure", tuple(ui.result_uid(r) for r in picked))
@@ -380,13 +391,32 @@ if any(j.meta.get("validation") for j in ui.jobs().jobs_for(ui.owner_id())):
     validation_jobs()
 
 checks = ui.validations_for_current()
+def mse_words(mse: float, noise_variance: float, unit: str) -> str:
+    """What an estimated mean squared error means, in a sentence."""
+    if mse <= 0:
+        return ("≈ 0, better than the noise can resolve: an unbiased estimate dips below zero when the error "
+                "is tiny compared with the noise")
+    return (f"typical error ±{np.sqrt(mse):.2g} {unit}, against ±{np.sqrt(max(noise_variance, 0.0)):.2g} "
+            f"{unit} of noise in the data it was judged on")
+
+
 for kind in ("count_split", "frame_pair"):
     if kind in checks:
         out = checks[kind]
+        if kind == "count_split":
+            unit = "counts/voxel" if ds.kind == "cube" else "counts/px"
+            where = "counts per pixel of the held-out half (half the recorded dose)"
+        else:
+            unit, where = "units", "the data's own units, squared"
         st.dataframe(pd.DataFrame([
-            {"rank": out["ranking"].index(k) + 1, "result": k, "estimated error (MSE)": v.estimated_mse,
-             "raw MSE vs. other half": v.raw_mse, **({"Poisson NLL": v.poisson_nll} if hasattr(v, "poisson_nll") else {})}
+            {"rank": out["ranking"].index(k) + 1, "result": k, f"estimated error, MSE (({unit})²)": v.estimated_mse,
+             "what it means": mse_words(v.estimated_mse, v.noise_variance, unit),
+             f"raw MSE vs. other half (({unit})²)": v.raw_mse, f"noise variance (({unit})²)": v.noise_variance,
+             **({"Poisson NLL (nats/value)": v.poisson_nll} if hasattr(v, "poisson_nll") else {})}
             for k, v in out["results"].items()]).sort_values("rank"), hide_index=True, width="stretch")
+        st.caption(f"Errors are squared {where}; lower is better. The estimate is the raw MSE against the "
+                   "independent other half minus that half's noise variance, so it is unbiased but noisy: a "
+                   "value at or below zero means the error is too small to measure against the noise.")
 if "frc" in checks:
     st.markdown(EXPLANATIONS["frc"])
     st.plotly_chart(figures.frc_figure(checks["frc"]), key="cmp_frc")

@@ -220,7 +220,7 @@ def test_compare_two_results_with_profile_and_metrics():
     assert not at.exception, [e.value for e in at.exception]
     table = at.dataframe[0].value
     assert list(table["result"]) == ["wiener #1", "wiener #2"]
-    assert "psnr" in table.columns and table["psnr"].notna().all()
+    assert "PSNR (dB)" in table.columns and table["PSNR (dB)"].notna().all() and "time (s)" in table.columns
     # profile: move the line, the chart follows; a zero-length line gives a sentence
     at.number_input(key="prof_r0").set_value(10).run()
     at.number_input(key="prof_r1").set_value(200).run()
@@ -248,6 +248,10 @@ def test_compare_two_results_with_profile_and_metrics():
     ranking = next(v for (t, kind), v in saved.items() if kind == "count_split")["ranking"]
     assert ranking[-1] == "no denoising (raw half)"
     assert any(list(df.value.columns[:2]) == ["rank", "result"] for df in at.dataframe)
+    split = next(df.value for df in at.dataframe if "what it means" in df.value.columns)
+    assert "estimated error, MSE ((counts/px)²)" in split.columns
+    assert all(("≈ 0, better than the noise can resolve" in w) == (m <= 0)
+               for w, m in zip(split["what it means"], split["estimated error, MSE ((counts/px)²)"]))
 
 
 def test_compare_cube_spectral_viewer():
@@ -257,7 +261,7 @@ def test_compare_cube_spectral_viewer():
     at.switch_page("pages/compare.py").run()
     assert not at.exception, [e.value for e in at.exception]
     table = at.dataframe[0].value
-    assert any(c.startswith("psnr_Fe_Ka") for c in table.columns)
+    assert "PSNR Fe Ka (dB)" in table.columns
     # element map of a chosen line, and the spectrum at a chosen region
     at.selectbox(key="cmp_map_of").set_value("Fe_Ka").run()
     at.number_input(key="spec_half").set_value(4).run()
