@@ -163,7 +163,32 @@ def _cmd_denoise(args) -> int:
 
     io.save(replace(ds, data=res.data, ground_truth=None, name=f"{ds.name} — {method.name}"), out)
     print(json.dumps({"method": res.method, "params": res.params, "seconds": round(res.seconds, 4),
-                      "device": res.device, "output": str(out)}, default=_jsonable))
+                      "device": res.device, "output": str(out), **res.summary}, default=_jsonable))
+    return 0
+
+
+def _cmd_recommend(args) -> int:
+    """Rank the methods that fit a file by the no-reference score (Auto), without writing results."""
+    from emcore import io
+    from emcore.methods.auto import rank
+
+    ds = io.load(args.input, kind=args.kind, haadf=args.haadf)
+    out = rank(ds, args.budget, seed=args.seed)
+    rows = [{k: v for k, v in r.items()} for r in out["ranking"]]
+    if args.json:
+        print(json.dumps({"criterion": out["criterion"], "why": out["why"], "ranking": rows,
+                          "skipped": out["skipped"], "seconds": round(out["seconds"], 2)}, default=_jsonable))
+        return 0
+    print(f"{ds.name}: {out['why']}")
+    truth = any("psnr" in r for r in rows)
+    print(f"{'rank':<5}{'method':<12}{'score':>12}{'± se':>11}  {'seconds':>8}" + ("  true PSNR" if truth else ""))
+    for i, r in enumerate(rows, 1):
+        tie = "  (tie with the best)" if r["tie"] else ""
+        print(f"{i:<5}{r['method']:<12}{r['score']:>12.5g}{r['se']:>11.2g}  {r['seconds']:>8.1f}"
+              + (f"  {r['psnr']:.2f} dB" if "psnr" in r else "") + tie)
+    for name, reason in out["skipped"].items():
+        print(f"not run: {name} — {reason}")
+    print(f"Lower score is better (an estimate of the squared error, up to a constant). {out['seconds']:.0f} s in all.")
     return 0
 
 
@@ -310,6 +335,16 @@ def build_parser(training: bool = True) -> argparse.ArgumentParser:
     d.add_argument("--seed", type=_seed, default=0, help="0 to 2⁶³ − 1")
     d.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     d.set_defaults(func=_cmd_denoise)
+
+    r = sub.add_parser("recommend", help="rank the methods that fit a file by a no-reference score, within a time "
+                                         "budget (the Auto method, without writing results)")
+    r.add_argument("input", metavar="FILE")
+    r.add_argument("--budget", type=float, default=60.0, help="seconds for running and scoring the methods")
+    r.add_argument("--haadf", help="a separate HAADF image for a spectrum image")
+    r.add_argument("--kind", choices=["image", "stack", "cube"])
+    r.add_argument("--seed", type=_seed, default=0, help="0 to 2⁶³ − 1")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=_cmd_recommend)
 
     t = sub.add_parser("train", help="train a supervised network: on simulated HRTEM pairs (simulation-based "
                                      "denoising), Noise2Noise from a stack, or noisy/clean pairs",

@@ -150,5 +150,24 @@ if trained:
                            file_name=f"{last['method']}_trained.pt", key="dl_weights",
                            help="Use them later with 'A weights file', or from the CLI: "
                                 f"python -m emcore denoise FILE --method {last['method']} --set weights=FILE")
+# How the last result chose: Auto's ranking, or a method's self-calibration curve.
+chosen = next((r for r in reversed(done) if r["artifacts"].get("auto") or r["artifacts"].get("calibration")), None)
+if chosen is not None and chosen["artifacts"].get("auto"):
+    auto = chosen["artifacts"]["auto"]
+    st.subheader(f"Auto's ranking ({chosen['label']})")
+    st.caption(auto["why"] + " Bars: ±2 standard errors; a yellow bar is a tie with the best (green)."
+               + (" The true PSNR, shown because this example has a ground truth, is not used." if ds.ground_truth is not None else ""))
+    st.plotly_chart(figures.ranking_figure(auto["ranking"]), key=f"auto_{ui.result_uid(chosen)}")
+    thumbs = st.columns(min(4, len(auto["ranking"])))
+    for col, row in zip(thumbs, auto["ranking"]):
+        col.plotly_chart(figures.image_figure(ui.view_of(ds, auto["results"][row["method"]].data), row["label"], height=220),
+                         key=f"auto_thumb_{ui.result_uid(chosen)}_{row['method']}")
+    for name, reason in auto["skipped"].items():
+        st.caption(f"Not run: {name} — {reason}.")
+elif chosen is not None:
+    cal = chosen["artifacts"]["calibration"]
+    with st.expander(f"How {chosen['label']} chose its settings ({cal['criterion']})"):
+        st.caption(cal["why"] + f" Chosen: {', '.join(f'{k} {v}' for k, v in cal['best'].items())}.")
+        st.plotly_chart(figures.calibration_figure(cal), key=f"cal_{ui.result_uid(chosen)}")
 if done:
     st.page_link("pages/compare.py", label=f"Compare {len(done)} result(s)", icon=":material/compare:")

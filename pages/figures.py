@@ -289,3 +289,40 @@ def _measured(rows: list[dict], key: str) -> list[tuple[int, float]]:
             out.append((h["step"], float(v)))
         last = v if _finite(v) else last
     return out
+
+
+def ranking_figure(ranking: list[dict], height: int = 300) -> go.Figure:
+    """Auto's ranking: each method's no-reference score with ±2 standard errors (lower is
+    better), and the true PSNR beside it when the data have a ground truth."""
+    names = [r["label"] for r in ranking]
+    fig = go.Figure(go.Bar(
+        x=[r["score"] for r in ranking], y=names, orientation="h",
+        error_x=dict(type="data", array=[2 * r["se"] for r in ranking]),
+        marker_color=["seagreen" if i == 0 else ("khaki" if r.get("tie") else "lightgrey") for i, r in enumerate(ranking)],
+        text=[f"true PSNR {r['psnr']:.1f} dB" if "psnr" in r else "" for r in ranking], textposition="outside",
+        hovertemplate="%{y}: score %{x:.4g}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10),
+                      xaxis_title="no-reference score (estimated squared error + a constant; lower is better)")
+    return fig
+
+
+def calibration_figure(cal: dict, height: int = 260) -> go.Figure:
+    """Self-calibration: the criterion for every setting tried, one line per first parameter."""
+    curve = cal["curve"]
+    keys = list(curve[0]["params"]) if curve else []
+    fig = go.Figure()
+    if len(keys) >= 1:
+        x_key = keys[-1]
+        groups = {}
+        for c in curve:
+            label = ", ".join(f"{k} {c['params'][k]}" for k in keys[:-1]) or cal["criterion"]
+            groups.setdefault(label, []).append((c["params"][x_key], c["loss"]))
+        for label, pts in groups.items():
+            pts = [(x, y) for x, y in pts if x is not None]
+            if pts:
+                fig.add_trace(go.Scatter(x=[x for x, _ in pts], y=[y for _, y in pts], mode="lines+markers", name=label))
+        fig.update_layout(xaxis_title=x_key)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), yaxis_title=f"{cal['criterion']} loss",
+                      legend=dict(orientation="h", y=1.15))
+    return fig

@@ -9,6 +9,7 @@ import logging
 import os
 import tempfile
 
+import numpy as np
 import streamlit as st
 
 from emcore import EmcoreError, sim
@@ -168,6 +169,16 @@ def noise_text(ds: Dataset, model=None) -> str:
     return model.describe()
 
 
+def view_of(ds: Dataset, data: np.ndarray) -> np.ndarray:
+    """A 2-D view of data of ``ds``'s kind for a thumbnail: the image, the middle frame, or the
+    sum over energy."""
+    if ds.kind == "image":
+        return data
+    if ds.kind == "stack":
+        return data[data.shape[0] // 2]
+    return data.sum(axis=2)
+
+
 def show_error(message: str) -> None:
     """One plain sentence, never a traceback."""
     st.error(message, icon="⚠️")
@@ -323,6 +334,11 @@ def collect_finished_jobs() -> list[str]:
             notes.append(("success", f"{job.label}: done; the table is on the Compare page."))
         elif isinstance(res, DenoiseResult):
             entry = add_result(res, requested=job.meta.get("requested"), token=job.meta.get("dataset_token"))
+            auto = res.artifacts.get("auto")
+            if auto:  # Auto ran several methods: every result goes to Compare, not only the best
+                for name, other in auto["results"].items():
+                    if name != res.params.get("chosen"):
+                        add_result(other, token=job.meta.get("dataset_token"), label=f"{name} (from {entry['label']})")
             verb = "was stopped; partial result kept as" if job.state == "stopped" else "finished:"
             notes.append(("success", f"{job.label} {verb} {entry['label']}: {job_time_words(job, res)}. "
                                      "See it on the Compare page."))

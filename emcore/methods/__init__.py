@@ -14,4 +14,5 @@ from emcore.methods import supervised  # noqa: F401  (dncnn, unet)
 from emcore.methods import noise2self  # noqa: F401
 from emcore.methods import noise2sr  # noqa: F401
 from emcore.methods import dcae3d  # noqa: F401
+from emcore.methods import auto  # noqa: F401  (ranks the others: registered last)
 # isort: on

@@ -27,7 +27,7 @@ from emcore.errors import EmcoreError, Stopped  # noqa: F401  (Stopped: re-expor
 from emcore.methods.lesson import Lesson
 from emcore.progress import ProgressFn, StopFn
 
-MethodKind = Literal["classical", "supervised", "self-supervised"]
+MethodKind = Literal["classical", "supervised", "self-supervised", "meta"]
 ParamType = Literal["float", "int", "bool", "choice", "path"]
 
 
@@ -142,6 +142,8 @@ class RunContext:
     resolved: dict[str, Any] = field(default_factory=dict)
     # What a learned method leaves for inspection (see DenoiseResult.artifacts).
     artifacts: dict[str, Any] = field(default_factory=dict)
+    # Plain-JSON findings worth printing (e.g. Auto's ranking; see DenoiseResult.summary).
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -293,9 +295,11 @@ class DenoiseResult:
     #   "training": list of dict, the training history (when the method trained).
     # Not part of to_dict(): these are live objects.
     artifacts: dict[str, Any] = field(default_factory=dict)
+    # Plain-JSON findings of the run that the CLI prints with it (Auto's ranking, for one).
+    summary: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "params": self.params, "seconds": round(self.seconds, 4),
+        return {"method": self.method, "params": self.params, "seconds": round(self.seconds, 4), **self.summary,
                 "device": self.device, "shape": list(self.data.shape)}
 
 
@@ -385,4 +389,4 @@ def denoise(
         raise EmcoreError(f"{m.label} produced NaN or infinite values on {dataset.name}; try other parameters.")
     used = {**values, **ctx.resolved}
     return DenoiseResult(data=out, method=m.name, params=used, seconds=seconds, device=ctx.device, log=tuple(ctx.log),
-                         artifacts=dict(ctx.artifacts))
+                         artifacts=dict(ctx.artifacts), summary=dict(ctx.summary))

@@ -82,7 +82,7 @@ def test_refuses_kinds_it_does_not_accept(name):
 def test_every_entry_is_complete():
     assert {"bm3d", "wiener", "pca"} <= set(ALL)
     for m in methods():
-        assert m.label and m.description and m.kind in ("classical", "supervised", "self-supervised")
+        assert m.label and m.description and m.kind in ("classical", "supervised", "self-supervised", "meta")
         assert m.accepts and set(m.accepts) <= {"image", "stack", "cube"}
         for p in m.params:
             assert p.help, f"{m.name}.{p.name} has no help text"
