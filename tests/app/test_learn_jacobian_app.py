@@ -55,14 +55,16 @@ def test_learn_page_has_a_section_per_method_and_the_dose_demo():
     at.switch_page("pages/learn.py").run()
     assert not at.exception, [e.value for e in at.exception]
     labels = [e.label for e in at.expander]
-    for name in ("BM3D", "Wiener", "PCA", "DnCNN", "UNet", "Noise2Self", "Noise2SR", "3D-DCAE"):
+    names = ("BM3D", "Wiener", "PCA", "DnCNN", "UNet", "Noise2Self", "Noise2SR", "3D-DCAE", "Auto")
+    for name in names:
         assert sum(lab.startswith(name) for lab in labels) == 1, (name, labels)
     text = " ".join(m.value for m in at.markdown)
     for heading in ("What it assumes.", "What it needs.", "When to choose it.", "Key parameters.", "Reference."):
-        assert text.count(heading) == 8, heading
+        assert text.count(heading) == len(names), heading
     assert "non-commercial" in " ".join(c.value for c in at.caption)  # BM3D licence
+    assert "J-invariant" in " ".join(c.value for c in at.caption)  # Auto explains its criterion
     charts = [c.proto.spec for c in at.get("plotly_chart")]
-    assert len(charts) == 2 + 8  # dose demo (clean, noisy) and one live figure per method
+    assert len(charts) == 2 + len(names)  # dose demo (clean, noisy) and one live figure per method
     dose = at.select_slider(key="learn_dose")
     assert dose.options[0] == "0.1" and dose.options[-1] == "1000"
     assert "Count-split validation" in text and "Residual checks" in text
