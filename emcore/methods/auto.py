@@ -38,9 +38,16 @@ from emcore.noise.models import Poisson
 _BLOCK = 16
 # Phases of the J-invariant score (4 of the GRID² phases, spread over the cell).
 _PHASES = ((0, 0), (2, 2), (0, 2), (2, 0))
-# Scoring costs about this many full runs on top of the run kept: one half (count split), or
-# four masked crops of at most CROP² (J-invariant).
-_SCORE_RUNS = 1.0
+
+
+def _score_runs(ds: Dataset, counts) -> float:
+    """Scoring costs this many full runs on top of the run kept: one half (count split), or
+    four masked crops of at most CROP² pixels (J-invariant; a stack scores one frame)."""
+    if counts is not None:
+        return 1.0
+    h, w = ds.spatial_shape
+    frames = ds.data.shape[0] if ds.kind == "stack" else 1
+    return 4.0 * min(h, CROP) * min(w, CROP) / (h * w * frames)
 
 
 def _blocks(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -130,11 +137,15 @@ def rank(ds: Dataset, budget_seconds: float = 60.0, *, seed: int = 0, progress=N
         todo.append((est if est is not None else math.inf, m))
     todo.sort(key=lambda t: t[0])
     ranking, results = [], {}
+    factor = _score_runs(ds, counts)
+    # Estimates are rough (2× either way on a shared machine): once a method has run, later
+    # estimates are scaled by the largest measured/estimated ratio so far.
+    slowdown = 1.0
     for i, (est, m) in enumerate(todo):
         if should_stop is not None and should_stop():
             raise Stopped(f"Auto stopped on request after {i} of {len(todo)} methods.")
         left = budget_seconds - (time.perf_counter() - t0)
-        cost = est * (1 + _SCORE_RUNS)
+        cost = est * (1 + factor) * slowdown
         if cost > left:
             skipped[m.name] = (f"would take about {cost:.1f} s, more than the {max(left, 0):.1f} s left of the budget"
                                if math.isfinite(cost) else "no time estimate")
@@ -151,6 +162,8 @@ def rank(ds: Dataset, budget_seconds: float = 60.0, *, seed: int = 0, progress=N
             skipped[m.name] = str(err)
             continue
         score, se = _mean_se(blocks)
+        if math.isfinite(est) and est > 0:
+            slowdown = max(slowdown, (time.perf_counter() - t1) / (est * (1 + factor)))
         row = {"method": m.name, "label": m.label, "score": score, "se": se, "seconds": time.perf_counter() - t1,
                "_blocks": blocks}
         if ds.ground_truth is not None:
