@@ -37,10 +37,13 @@ def app_url():
             pytest.fail("Chromium is missing: .ci/run should have installed Debian's 'chromium'.")
         pytest.skip("Debian's chromium is not installed (apt-get install chromium).")
     port = _free_port()
+    # The server's output goes to a file: an unread pipe fills up and then blocks the server.
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / f"server-{port}.log", "w+b")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -53,7 +56,8 @@ def app_url():
             except OSError:
                 time.sleep(0.5)
             if proc.poll() is not None:
-                pytest.fail("The app exited while starting: " + proc.stdout.read().decode(errors="replace")[-2000:])
+                log.seek(0)
+                pytest.fail("The app exited while starting: " + log.read().decode(errors="replace")[-2000:])
         else:
             pytest.fail("The app did not answer on /_stcore/health within 90 s.")
         yield url
@@ -63,6 +67,7 @@ def app_url():
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
 
 
 @pytest.fixture(scope="module")
