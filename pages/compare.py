@@ -81,15 +81,15 @@ if ds.ground_truth is not None:
 
 labels = [r["label"] for r in runs]
 network_runs = [r for r in runs if filter_view.supports_filter(r["artifacts"])]
-chosen = st.multiselect("Results to view", labels, default=labels[-2:], key="compare_chosen")
+chosen = st.multiselect("Results to view", labels, default=labels[-2:], **ui.persist("compare_chosen"))
 picked = [r for r in runs if r["label"] in chosen]
 
 # -- view controls ----------------------------------------------------------------------
 c1, c2, c3 = st.columns(3)
-shared = c1.toggle("Shared contrast", value=True, key="cmp_shared",
+shared = c1.toggle("Shared contrast", value=True, **ui.persist("cmp_shared"),
                    help="One display range for every panel (that of the ground truth, or the input).")
-residual = c2.toggle("Show residuals (input − result)", value=False, key="cmp_residual")
-clip = c3.slider("Clip % at each end", 0.0, 5.0, 0.5, 0.1, key="cmp_clip")
+residual = c2.toggle("Show residuals (input − result)", value=False, **ui.persist("cmp_residual"))
+clip = c3.slider("Clip % at each end", 0.0, 5.0, 0.5, 0.1, **ui.persist("cmp_clip"))
 
 
 @st.fragment
@@ -135,17 +135,20 @@ def viewer() -> None:
     if prof.get("shape") != (h, w):  # a new dataset: a horizontal line across the middle
         prof.clear()
         prof.update(shape=(h, w), clicks=0, next="start")
-        ss.prof_r0, ss.prof_c0, ss.prof_r1, ss.prof_c1 = h // 2, w // 4, h // 2, 3 * w // 4
+        for key, value in zip(("prof_r0", "prof_c0", "prof_r1", "prof_c1"), (h // 2, w // 4, h // 2, 3 * w // 4)):
+            ui.set_persisted(key, value)
     if "pending_click" in prof:  # set by a click on the images, before the inputs exist
         which, (row, col) = prof.pop("pending_click")
-        ss[f"prof_r{0 if which == 'start' else 1}"], ss[f"prof_c{0 if which == 'start' else 1}"] = row, col
+        end = 0 if which == "start" else 1
+        ui.set_persisted(f"prof_r{end}", row)
+        ui.set_persisted(f"prof_c{end}", col)
     with st.expander("Intensity profile line", expanded=True):
         p1, p2, p3, p4, p5 = st.columns(5)
-        r0 = p1.number_input("Start row", 0, h - 1, key="prof_r0")
-        c0 = p2.number_input("Start col", 0, w - 1, key="prof_c0")
-        r1 = p3.number_input("End row", 0, h - 1, key="prof_r1")
-        c1_ = p4.number_input("End col", 0, w - 1, key="prof_c1")
-        pw = p5.number_input("Width (px averaged)", 1, max(1, min(h, w) // 2), 3, key="prof_width")
+        r0 = p1.number_input("Start row", 0, h - 1, **ui.persist("prof_r0"))
+        c0 = p2.number_input("Start col", 0, w - 1, **ui.persist("prof_c0"))
+        r1 = p3.number_input("End row", 0, h - 1, **ui.persist("prof_r1"))
+        c1_ = p4.number_input("End col", 0, w - 1, **ui.persist("prof_c1"))
+        pw = p5.number_input("Width (px averaged)", 1, max(1, min(h, w) // 2), 3, **ui.persist("prof_width"))
         prof.update(start=(int(r0), int(c0)), end=(int(r1), int(c1_)))
         st.caption("Tip: click a point on the images to move the start of the line, then another for its end.")
 
@@ -238,12 +241,16 @@ else:
     entry_j = next(r for r in runs if r["label"] == target)
     h_j, w_j = ds.spatial_shape
     if ss.get("jac_shape") != (h_j, w_j):  # a new dataset: start at the centre
-        ss.jac_shape, ss.jac_row, ss.jac_col = (h_j, w_j), h_j // 2, w_j // 2
+        ss.jac_shape = (h_j, w_j)
+        ui.set_persisted("jac_row", h_j // 2)
+        ui.set_persisted("jac_col", w_j // 2)
     if "jac_pending" in ss:  # a click on the images, in "pixel to inspect" mode
-        ss.jac_row, ss.jac_col = ss.pop("jac_pending")
+        row_p, col_p = ss.pop("jac_pending")
+        ui.set_persisted("jac_row", row_p)
+        ui.set_persisted("jac_col", col_p)
         ss.jac_go = True
-    row_j = int(j2.number_input("Row", 0, h_j - 1, key="jac_row"))
-    col_j = int(j3.number_input("Col", 0, w_j - 1, key="jac_col"))
+    row_j = int(j2.number_input("Row", 0, h_j - 1, **ui.persist("jac_row")))
+    col_j = int(j3.number_input("Col", 0, w_j - 1, **ui.persist("jac_col")))
     j4.write("")
     go_j = j4.button("Show the filter", key="btn_jac", type="primary") or ss.pop("jac_go", False)
     st.caption("Pick a pixel by row and column, or choose 'the pixel to inspect' above the images and click one. "

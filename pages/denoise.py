@@ -23,7 +23,7 @@ m = by_name[st.selectbox(
     "Method",
     list(by_name),
     format_func=lambda n: f"{by_name[n].label} ({by_name[n].kind})",
-    key="method_choice",
+    **ui.persist("method_choice"),
 )]
 st.markdown(f"**{m.label}** — {m.description}")
 if m.details:

@@ -82,6 +82,27 @@ def keep_widgets() -> None:
             ss[key] = value
 
 
+def persist(key: str) -> dict:
+    """``key`` and ``on_change`` for a widget whose value must survive page switches in the
+    browser (Streamlit's documented pattern): every change is copied to a key of our own, and
+    that copy is put back before the widget is drawn again."""
+    ss = st.session_state
+    shadow = "_persist_" + key
+    if shadow in ss:
+        ss[key] = ss[shadow]
+
+    def save() -> None:
+        ss[shadow] = ss[key]
+
+    return {"key": key, "on_change": save}
+
+
+def set_persisted(key: str, value) -> None:
+    """Set a :func:`persist` widget's value from code (before the widget is drawn)."""
+    st.session_state[key] = value
+    st.session_state["_persist_" + key] = value
+
+
 def set_dataset(ds: Dataset, origin) -> None:
     """Make ``ds`` the session's dataset; ``origin`` identifies what produced it.
 

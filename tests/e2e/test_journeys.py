@@ -86,10 +86,7 @@ def test_1_two_methods_profile_tuned_kept_across_pages(app_url, page):
     _shot(page, "two_methods_profile_kept")
     back = [page.get_by_label(x, exact=True).first.input_value() for x in ("Start row", "End col")]
     shared = page.get_by_role("switch", name="Shared contrast").is_checked()
-    if back != tuned or shared:
-        # Known open bug, seen only in a real browser (the AppTest of this journey passes): Compare's
-        # profile line and toggles come back at their defaults after a visit to another page.
-        pytest.xfail(f"Compare choices not kept in Chromium: profile {tuned} -> {back}, shared contrast back on: {shared}")
+    assert back == tuned and not shared, f"Compare choices not kept: profile {tuned} -> {back}, shared on: {shared}"
 
 
 def test_2_switch_dataset_and_back_brings_results_back(app_url, page):
