@@ -12,9 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from emcore.args import parse_sets, seed
 from emcore.errors import EmcoreError
-
-SEED_MAX = 2**63 - 1  # torch.manual_seed and numpy both take any seed from 0 up to here
 
 
 class _ArgumentError(EmcoreError):
@@ -28,18 +27,6 @@ class _Parser(argparse.ArgumentParser):
         text = " ".join(str(message).split()).rstrip(".")
         text = text.removeprefix("argument ")  # "argument --seed: ..." -> "--seed: ..."
         raise _ArgumentError(f"{text[:1].upper()}{text[1:]}; see '{self.prog} --help' for the options.")
-
-
-def _seed(text: str) -> int:
-    """``--seed``: a whole number from 0 to 2⁶³ − 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or not 0 <= value <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"the seed must be a whole number from 0 to {SEED_MAX} (2⁶³ − 1), "
-                                         f"not {text!r}")
-    return value
 
 
 def _check_writable(out: str, option: str = "--out") -> None:
@@ -128,22 +115,12 @@ def _cmd_methods(args) -> int:
     return 0
 
 
-def _parse_sets(pairs: list[str]) -> dict:
-    params = {}
-    for item in pairs or []:
-        if "=" not in item:
-            raise EmcoreError(f"--set takes name=value, not {item!r}.")
-        k, v = item.split("=", 1)
-        params[k.strip()] = v.strip()
-    return params
-
-
 def _cmd_denoise(args) -> int:
     from emcore import io
     from emcore.methods.registry import denoise, get_method
 
     method = get_method(args.method)  # unknown method: exit 2 before reading anything
-    params = _parse_sets(args.set)
+    params = parse_sets(args.set)
     for k in params:
         method.param(k)
     out = Path(args.out)
@@ -316,7 +293,7 @@ def build_parser(training: bool = True) -> argparse.ArgumentParser:
     )
     s.add_argument("example", choices=["hrem", "eds", "movie"])
     s.add_argument("--out", required=True, help="output file: .hspy, .tif/.tiff or .npy")
-    s.add_argument("--seed", type=_seed, default=0, help="0 to 2⁶³ − 1")
+    s.add_argument("--seed", type=seed, default=0, help="0 to 2⁶³ − 1")
     s.add_argument("--dose", type=float, default=None, help="e-/pixel (hrem, movie) or counts/pixel (eds)")
     s.add_argument("--size", type=int, default=None, help="image side in pixels")
     s.set_defaults(func=_cmd_simulate)
@@ -332,7 +309,7 @@ def build_parser(training: bool = True) -> argparse.ArgumentParser:
     d.add_argument("--haadf", help="a separate HAADF image for a spectrum image")
     d.add_argument("--kind", choices=["image", "stack", "cube"])
     d.add_argument("--set", action="append", metavar="NAME=VALUE", help="a method parameter (repeatable); 'auto' to estimate")
-    d.add_argument("--seed", type=_seed, default=0, help="0 to 2⁶³ − 1")
+    d.add_argument("--seed", type=seed, default=0, help="0 to 2⁶³ − 1")
     d.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     d.set_defaults(func=_cmd_denoise)
 
@@ -342,7 +319,7 @@ def build_parser(training: bool = True) -> argparse.ArgumentParser:
     r.add_argument("--budget", type=float, default=60.0, help="seconds for running and scoring the methods")
     r.add_argument("--haadf", help="a separate HAADF image for a spectrum image")
     r.add_argument("--kind", choices=["image", "stack", "cube"])
-    r.add_argument("--seed", type=_seed, default=0, help="0 to 2⁶³ − 1")
+    r.add_argument("--seed", type=seed, default=0, help="0 to 2⁶³ − 1")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=_cmd_recommend)
 
@@ -368,7 +345,7 @@ def build_parser(training: bool = True) -> argparse.ArgumentParser:
                    "batch, standard deviation while training (steadier with small batches)")
     t.add_argument("--val-every", type=int, default=100)
     t.add_argument("--val-patches", type=int, default=8)
-    t.add_argument("--seed", type=_seed, default=0, help="0 to 2⁶³ − 1")
+    t.add_argument("--seed", type=seed, default=0, help="0 to 2⁶³ − 1")
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     t.add_argument("--checkpoints", help="folder for best/last checkpoints (resume with --resume)")
     t.add_argument("--resume", action="store_true")

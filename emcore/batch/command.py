@@ -14,7 +14,8 @@ import signal
 import sys
 import time
 
-from emcore.errors import EmcoreError, Stopped
+from emcore.args import parse_sets, seed
+from emcore.errors import Stopped
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -36,22 +37,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, default=None, help="worker processes of the local cluster (default: cores, at most 4)")
     b.add_argument("--memory-limit", default=None, help="memory per local worker, e.g. 4GB (default: shared out)")
     b.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://host:8786")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=seed, default=0, help="0 to 2⁶³ − 1")
     b.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     b.add_argument("--kind", choices=["image", "stack", "cube"], help="how to read ambiguous 3-D files")
     b.add_argument("--no-score", dest="score", action="store_false", help="skip the no-reference score (count splitting re-runs the method)")
     b.set_defaults(func=run_command)
     return b
-
-
-def _sets(pairs) -> dict:
-    params = {}
-    for item in pairs or []:
-        if "=" not in item:
-            raise EmcoreError(f"--set takes name=value, not {item!r}.")
-        k, v = item.split("=", 1)
-        params[k.strip()] = v.strip()
-    return params
 
 
 def _eta(seconds: float | None) -> str:
@@ -87,7 +78,7 @@ def run_command(args) -> int:
 
     old = {s: signal.signal(s, ask_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        summary = run_batch(args.inputs, args.method, args.out, params=_sets(args.set), fmt=args.format,
+        summary = run_batch(args.inputs, args.method, args.out, params=parse_sets(args.set), fmt=args.format,
                             seed=args.seed, device=args.device, workers=args.workers, scheduler=args.scheduler,
                             memory_limit=args.memory_limit, score=args.score, kind=args.kind, progress=progress,
                             should_stop=lambda: bool(stop), say=say)

@@ -16,7 +16,7 @@ PACKAGES = ("emcore", "models")
 # Layers, lowest first: a module may import its own layer or lower ones, never a higher one
 # (io → Dataset → registry → method → result → evaluate, STYLE.md "Where things live").
 LAYERS = [
-    ("emcore.errors", "emcore.progress"),
+    ("emcore.errors", "emcore.progress", "emcore.args"),
     ("emcore.noise",),
     ("emcore.data",),
     ("emcore.spectral",),
