@@ -34,6 +34,10 @@ from emcore.methods.lesson import Curve, Lesson, LessonFigure, Panel, example_im
 from emcore.methods.registry import Method, Param, RunContext, denoise, methods_for, register
 from emcore.noise.models import Poisson
 
+# Runs predicted to take at least this long teach Auto how much slower than estimated this
+# machine is now (shorter ones are dominated by fixed costs); the factor is capped.
+_LEARN_FROM_S = 2.0
+_MAX_SLOWDOWN = 5.0
 # Blocks of the standard error (pixels are correlated within a denoised neighbourhood).
 _BLOCK = 16
 # Phases of the J-invariant score (4 of the GRID² phases, spread over the cell).
@@ -162,8 +166,9 @@ def rank(ds: Dataset, budget_seconds: float = 60.0, *, seed: int = 0, progress=N
             skipped[m.name] = str(err)
             continue
         score, se = _mean_se(blocks)
-        if math.isfinite(est) and est > 0:
-            slowdown = max(slowdown, (time.perf_counter() - t1) / (est * (1 + factor)))
+        predicted = est * (1 + factor)
+        if math.isfinite(predicted) and predicted >= _LEARN_FROM_S:  # fixed overheads swamp tiny estimates
+            slowdown = min(_MAX_SLOWDOWN, max(slowdown, (time.perf_counter() - t1) / predicted))
         row = {"method": m.name, "label": m.label, "score": score, "se": se, "seconds": time.perf_counter() - t1,
                "_blocks": blocks}
         if ds.ground_truth is not None:
