@@ -48,15 +48,20 @@ def test_unet_with_shipped_weights_gives_a_result():
     assert res["method"] == "unet" and "apply" in res["artifacts"]
 
 
-def test_train_tiny_unet_from_the_page_shows_live_loss_and_result_reaches_compare():
+def _train_now(**settings):
+    """The Denoise page with UNet set to train now with ``settings``, Run pressed."""
     at = _app()
     at.switch_page("pages/denoise.py").run()
     at.selectbox(key="method_choice").set_value("unet").run()
     at.selectbox(key="p_unet_weights_source").set_value("train").run()
-    at.number_input(key="p_unet_steps").set_value(40)
-    at.number_input(key="p_unet_batch_size").set_value(2)
-    at.number_input(key="p_unet_patch_size").set_value(64)
+    for name, value in settings.items():
+        at.number_input(key=f"p_unet_{name}").set_value(value)
     next(b for b in at.button if b.label == "Run").click().run()
+    return at
+
+
+def test_train_tiny_unet_from_the_page_shows_live_loss_and_result_reaches_compare():
+    at = _train_now(steps=40, batch_size=2, patch_size=64)
     assert not at.exception, [e.value for e in at.exception]
     seen: list = []
     _wait(at, seen=seen)
@@ -78,14 +83,7 @@ def test_too_short_training_warns_that_the_network_is_worse_than_its_input():
     and draws the validation PSNR on its own axis against the noisy input's."""
     import json
 
-    at = _app()
-    at.switch_page("pages/denoise.py").run()
-    at.selectbox(key="method_choice").set_value("unet").run()
-    at.selectbox(key="p_unet_weights_source").set_value("train").run()
-    at.number_input(key="p_unet_steps").set_value(2)
-    at.number_input(key="p_unet_batch_size").set_value(1)
-    at.number_input(key="p_unet_patch_size").set_value(32)
-    next(b for b in at.button if b.label == "Run").click().run()
+    at = _train_now(steps=2, batch_size=1, patch_size=32)
     _wait(at)
     assert not at.exception, [e.value for e in at.exception]
     (res,) = _results(at)
