@@ -151,7 +151,7 @@ def _cmd_recommend(args) -> int:
 
     ds = io.load(args.input, kind=args.kind, haadf=args.haadf)
     out = rank(ds, args.budget, seed=args.seed)
-    rows = [{k: v for k, v in r.items()} for r in out["ranking"]]
+    rows = out["ranking"]
     if args.json:
         print(json.dumps({"criterion": out["criterion"], "why": out["why"], "ranking": rows,
                           "skipped": out["skipped"], "seconds": round(out["seconds"], 2)}, default=_jsonable))

@@ -34,52 +34,15 @@ def init_state() -> None:
             ss.load_error = str(err)
 
 
-# Widget values a user chose that must survive a page switch (Streamlit forgets the values of
-# widgets a run does not draw): the choices on each page, never buttons, uploads or charts.
-_KEEP_EXACT = {
-    "compare_chosen", "cmp_shared", "cmp_residual", "cmp_clip", "cmp_frame", "cmp_map_of", "cmp_width",
-    "cmp_click_mode", "prof_r0", "prof_c0", "prof_r1", "prof_c1", "prof_width", "spec_row", "spec_col",
-    "spec_half", "spec_log", "jac_result", "jac_row", "jac_col", "jac_summed", "export_which", "export_fmt",
-    "data_source", "example_name", "example_seed", "clip_percent", "frame", "energy_width", "spectrum_log",
-    "bin_spatial", "bin_energy", "e_lo", "e_hi", "method_choice", "denoise_seed", "learn_dose",
-    "batch_method", "batch_format", "batch_seed", "batch_workers",
-}
-_KEEP_PREFIXES = ("cmp_energy_", "lines_", "dose_", "energy_", "p_")
-_PLAIN = (bool, int, float, str, type(None))
-
-
 class _RestoredWidgets(logging.Filter):
     """Streamlit logs a stack trace when a widget's value comes back through the Session State
-    API with a default also given: expected for the values :func:`keep_widgets` restores."""
+    API with a default also given: expected for the values :func:`persist` puts back."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "had its value set via the Session State API" not in record.getMessage()
 
 
 logging.getLogger("streamlit.elements.lib.policies").addFilter(_RestoredWidgets())
-
-
-def _kept(key) -> bool:
-    return isinstance(key, str) and (key in _KEEP_EXACT or key.startswith(_KEEP_PREFIXES))
-
-
-def keep_widgets() -> None:
-    """Keep the user's widget choices across page switches; called first on every page.
-
-    Streamlit forgets, at the end of a run, the values of widgets that run did not draw. At
-    the start of a run the previous run's values are still there: note them, and put back
-    the ones a page switch made Streamlit forget.
-    """
-    ss = st.session_state
-    kept = ss.setdefault("_kept_widgets", {})
-    for key in list(ss.keys()):
-        if _kept(key):
-            value = ss[key]
-            if isinstance(value, _PLAIN) or (isinstance(value, (list, tuple)) and all(isinstance(v, _PLAIN) for v in value)):
-                kept[key] = value
-    for key, value in kept.items():
-        if key not in ss:
-            ss[key] = value
 
 
 def persist(key: str) -> dict:
@@ -155,8 +118,6 @@ def require_dataset(what: str) -> Dataset:
 
 
 def sidebar_status() -> None:
-    """What every page does first: keep the user's choices, and say what is loaded."""
-    keep_widgets()
     ds = current_dataset()
     with st.sidebar:
         if ds is None:

@@ -12,7 +12,7 @@ single-cell RNA sequencing data" ("count splitting"), Biostatistics 25 (2024).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
@@ -278,3 +278,9 @@ def counts_of(ds: Dataset) -> np.ndarray | None:
     if isinstance(ds.noise, Poisson):
         return np.rint(ds.data * ds.noise.dose).astype(np.int64)
     return None
+
+
+def half_dataset(ds: Dataset, half: np.ndarray) -> Dataset:
+    """A count-split half of ``ds`` as a dataset of raw counts, for a method to denoise."""
+    return replace(ds, data=half.astype(np.float32), ground_truth=None, is_counts=True, noise=Poisson(1.0),
+                   name=f"{ds.name} (count-split half)")

@@ -14,7 +14,7 @@ import numpy as np
 
 from emcore.data.dataset import Dataset
 from emcore.errors import EmcoreError, Stopped
-from emcore.evaluate.count_split import count_split, count_split_error, counts_of, rank_runs  # noqa: F401  (counts_of: re-exported)
+from emcore.evaluate.count_split import count_split, count_split_error, counts_of, half_dataset, rank_runs  # noqa: F401  (counts_of: re-exported)
 from emcore.evaluate.frame_pairs import frame_pair_error
 from emcore.evaluate.frc import fourier_ring_correlation, frc_resolution
 from emcore.evaluate.reference import psnr, ssim
@@ -68,11 +68,6 @@ def residual_report(ds: Dataset, result: np.ndarray, noise_model=None):
     return residual_checks(ds.data, result, noise_model or noise_model_of(ds), axis=_SLICE_AXIS[ds.kind])
 
 
-def _half_dataset(ds: Dataset, half: np.ndarray) -> Dataset:
-    return replace(ds, data=half.astype(np.float32), ground_truth=None, is_counts=True, noise=Poisson(1.0),
-                   name=f"{ds.name} (count-split half)")
-
-
 def count_split_validation(
     ds: Dataset,
     runs: Mapping[str, tuple[str, Mapping[str, Any]]],
@@ -104,7 +99,7 @@ def count_split_validation(
         rng = np.random.default_rng(seed)  # the same split for every run: a fair comparison
         if method is None:
             return count_split_error(lambda a: a.astype(np.float32), counts, rng)
-        return count_split_error(lambda a: denoise(_half_dataset(ds, a), method, seed=seed, should_stop=should_stop,
+        return count_split_error(lambda a: denoise(half_dataset(ds, a), method, seed=seed, should_stop=should_stop,
                                                    **params).data, counts, rng)
 
     results = _each_run({"no denoising (raw half)": (None, {}), **runs}, score, "count splitting", progress, should_stop)
@@ -125,8 +120,8 @@ def count_split_frc(ds: Dataset, method: str, params: Mapping[str, Any], *, seed
     if method == "none":
         da, db = a.astype(np.float32), b.astype(np.float32)
     else:
-        da = denoise(_half_dataset(ds, a), method, seed=seed, should_stop=should_stop, **params).data
-        db = denoise(_half_dataset(ds, b), method, seed=seed, should_stop=should_stop, **params).data
+        da = denoise(half_dataset(ds, a), method, seed=seed, should_stop=should_stop, **params).data
+        db = denoise(half_dataset(ds, b), method, seed=seed, should_stop=should_stop, **params).data
     freq, frc = fourier_ring_correlation(da, db)
     return {"frequencies": freq, "frc": frc, "resolution_px": frc_resolution(freq, frc)}
 

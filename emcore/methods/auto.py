@@ -27,12 +27,11 @@ import numpy as np
 
 from emcore.data.dataset import Dataset
 from emcore.errors import EmcoreError, Stopped
-from emcore.evaluate.count_split import count_split, counts_of
+from emcore.evaluate.count_split import count_split, counts_of, half_dataset
 from emcore.evaluate.reference import psnr
-from emcore.methods.calibration import CROP, GRID, central_crop, masked_input
+from emcore.methods.calibration import CROP, GRID, PHASES, central_crop, hidden_errors, masked_input
 from emcore.methods.lesson import Curve, Lesson, LessonFigure, Panel, example_image
 from emcore.methods.registry import Method, Param, RunContext, denoise, methods_for, register
-from emcore.noise.models import Poisson
 
 # Runs predicted to take at least this long teach Auto how much slower than estimated this
 # machine is now (shorter ones are dominated by fixed costs); the factor is capped.
@@ -40,8 +39,6 @@ _LEARN_FROM_S = 2.0
 _MAX_SLOWDOWN = 5.0
 # Blocks of the standard error (pixels are correlated within a denoised neighbourhood).
 _BLOCK = 16
-# Phases of the J-invariant score (4 of the GRID² phases, spread over the cell).
-_PHASES = ((0, 0), (2, 2), (0, 2), (2, 0))
 
 
 def _score_runs(ds: Dataset, counts) -> float:
@@ -79,9 +76,7 @@ def _spatial_last(a: np.ndarray, kind: str) -> np.ndarray:
 
 def _score_counts(ds: Dataset, name: str, counts: np.ndarray, seed: int, stop) -> np.ndarray:
     a, b = count_split(counts, np.random.default_rng(seed))
-    half = replace(ds, data=a.astype(np.float32), ground_truth=None, is_counts=True, noise=Poisson(1.0),
-                   name=f"{ds.name} (count-split half)")
-    est = denoise(half, name, seed=seed, should_stop=stop).data.astype(np.float64)
+    est = denoise(half_dataset(ds, a), name, seed=seed, should_stop=stop).data.astype(np.float64)
     per_pixel = (est - b) ** 2 - b  # E[(f(A) − B)² − B] = E[(f(A) − signal/2)²]
     return _blocks(_spatial_last(per_pixel, ds.kind))
 
@@ -97,7 +92,7 @@ def _score_j_invariant(ds: Dataset, name: str, seed: int, stop) -> np.ndarray:
         r0, c0 = max(0, (ds.data.shape[0] - CROP) // 2), max(0, (ds.data.shape[1] - CROP) // 2)
         cube = ds.data[r0:r0 + CROP, c0:c0 + CROP]
         losses, masks = [], []
-        for phase in _PHASES:
+        for phase in PHASES:
             slices = [masked_input(cube[:, :, e], phase, GRID) for e in range(cube.shape[2])]
             x = np.stack([s[0] for s in slices], axis=2)
             mask = slices[0][1]
@@ -105,15 +100,11 @@ def _score_j_invariant(ds: Dataset, name: str, seed: int, stop) -> np.ndarray:
             losses.append(np.where(mask, ((out - cube) ** 2).mean(axis=2), 0.0))
             masks.append(mask)
         return _blocks(np.sum(losses, axis=0) / np.maximum(np.sum(masks, axis=0), 1), np.any(masks, axis=0))
-    crop = central_crop(base)
-    total, hidden = np.zeros(crop.shape), np.zeros(crop.shape, bool)
-    for phase in _PHASES:
-        x, mask = masked_input(crop, phase, GRID)
+    def fn(x):
         out = denoise(sub(x), name, seed=seed, should_stop=stop).data
-        out = out[0] if ds.kind == "stack" else out
-        total[mask] = (out[mask].astype(np.float64) - crop[mask]) ** 2
-        hidden |= mask
-    return _blocks(total, hidden)
+        return out[0] if ds.kind == "stack" else out
+
+    return _blocks(*hidden_errors(fn, central_crop(base)))
 
 
 def rank(ds: Dataset, budget_seconds: float = 60.0, *, seed: int = 0, progress=None, should_stop=None,

@@ -399,8 +399,6 @@ def estimate_bm3d_seconds(shape, *, kind: str | None = None, bin_energy: int = 1
 
 # -- BM3D ------------------------------------------------------------------------------
 def _run_bm3d(ds: Dataset, params: dict, ctx: RunContext) -> np.ndarray:
-    from emcore.methods.bm3d import denoise_bm3d, denoise_bm3d_cube, denoise_bm3d_stack
-
     noise = noise_for(ds, params, ctx)
     common = dict(noise=noise, profile=params["profile"], progress=ctx.progress, should_stop=ctx.should_stop)
     if ds.kind == "image":

@@ -45,7 +45,7 @@ _KERNEL /= _KERNEL.sum()
 # Grid of hidden pixels: one pixel in GRID² per pass (Batson & Royer use 4).
 GRID = 4
 # Passes (grid phases) averaged per candidate: 4 of the 16 phases, spread over the cell.
-_PHASES = ((0, 0), (2, 2), (0, 2), (2, 0))
+PHASES = ((0, 0), (2, 2), (0, 2), (2, 0))
 # Side of the central crop the criterion is computed on (time stays bounded on big images).
 CROP = 256
 
@@ -95,9 +95,10 @@ def masked_input(image: np.ndarray, phase: tuple[int, int], grid: int = GRID) ->
     return out.astype(np.float32), mask
 
 
-def j_invariant_loss(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, grid: int = GRID,
-                     phases: Sequence[tuple[int, int]] = _PHASES) -> float:
-    """Mean squared error of ``fn`` at hidden pixels against their noisy values (lower is better).
+def hidden_errors(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, grid: int = GRID,
+                  phases: Sequence[tuple[int, int]] = PHASES) -> tuple[np.ndarray, np.ndarray]:
+    """Squared error of ``fn`` at each hidden pixel against its noisy value (0 elsewhere), and
+    the mask of the pixels hidden in any of the ``phases``.
 
     Parameters
     ----------
@@ -109,14 +110,20 @@ def j_invariant_loss(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, 
     img = np.asarray(image, np.float32)
     if img.ndim != 2 or min(img.shape) < 2 * grid:
         raise EmcoreError(f"The J-invariant loss needs an image of at least {2 * grid} × {2 * grid} pixels.")
-    total, count = 0.0, 0
+    errors, hidden = np.zeros(img.shape), np.zeros(img.shape, bool)
     for phase in phases:
         x, mask = masked_input(img, phase, grid)
         out = np.asarray(fn(x), np.float64)
-        diff = out[mask] - img[mask]
-        total += float(np.sum(diff * diff))
-        count += int(mask.sum())
-    return total / max(count, 1)
+        errors[mask] = (out[mask] - img[mask]) ** 2
+        hidden |= mask
+    return errors, hidden
+
+
+def j_invariant_loss(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, grid: int = GRID,
+                     phases: Sequence[tuple[int, int]] = PHASES) -> float:
+    """Mean squared error of ``fn`` at hidden pixels against their noisy values (lower is better)."""
+    errors, hidden = hidden_errors(fn, image, grid, phases)
+    return float(errors[hidden].mean())
 
 
 def count_split_loss(fn: Callable[[np.ndarray], np.ndarray], counts: np.ndarray, seed: int = 0) -> float:

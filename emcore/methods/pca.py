@@ -367,8 +367,6 @@ def denoise_pca(
 
 # -- PCA -------------------------------------------------------------------------------
 def _run_pca(ds: Dataset, params: dict, ctx: RunContext) -> np.ndarray:
-    from emcore.methods.pca import denoise_pca
-
     out, info = denoise_pca(ds.data, n_components=params["n_components"], poisson=params["poisson"],
                             progress=ctx.progress)
     ctx.resolved["n_components"] = int(info.n_components)

@@ -516,12 +516,6 @@ def _filter_slices(data, mode, noise_power, window, highfreq_fraction, progress,
 
 # -- Wiener ----------------------------------------------------------------------------
 def _run_wiener(ds: Dataset, params: dict, ctx: RunContext) -> np.ndarray:
-    from emcore.methods.wiener import (
-        denoise_wiener,
-        denoise_wiener_cube,
-        denoise_wiener_stack,
-    )
-
     mode, window, noise_power = params["mode"], params["window"], params["noise_power"]
     if ds.kind == "cube" and window is None:
         window = _DEFAULT_WINDOW
