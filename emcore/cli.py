@@ -218,7 +218,8 @@ def _cmd_train(args) -> int:
     plan = TrainingPlan.from_params(method.name, values, seed=args.seed, device=args.device, scales=args.scales,
                                     base=args.base, depth=args.depth, width=args.width, bias_free=args.bias_free,
                                     freeze_norm=args.freeze_norm, val_every=args.val_every,
-                                    val_patches=args.val_patches, **more)
+                                    val_patches=args.val_patches, prior=args.prior, field_size=args.field_size,
+                                    **more)
     last = [0.0]
 
     def progress(p):
@@ -343,6 +344,9 @@ def build_parser(training: bool = True) -> argparse.ArgumentParser:
                    "with --finetune it starts from the shipped biased weights, additive constants dropped")
     t.add_argument("--freeze-norm", action="store_true", help="bias-free only: divide by the running, not the "
                    "batch, standard deviation while training (steadier with small batches)")
+    t.add_argument("--prior", choices=["wiener"], default=None, help="give the network a prior channel: the "
+                   "self-calibrated Wiener filter of the whole frame, which the network corrects (--source physics)")
+    t.add_argument("--field-size", type=int, default=512, help="side of the whole fields the prior is computed on")
     t.add_argument("--val-every", type=int, default=100)
     t.add_argument("--val-patches", type=int, default=8)
     t.add_argument("--seed", type=seed, default=0, help="0 to 2⁶³ − 1")

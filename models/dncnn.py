@@ -199,6 +199,36 @@ def init_relu_network(module: nn.Module) -> None:
     module.to(memory_format=torch.channels_last)
 
 
+def zero_head(head: nn.Conv2d) -> None:
+    """Zero a correction head, so a network with ``prior=True`` starts by returning its prior."""
+    with torch.no_grad():
+        head.weight.zero_()
+        if head.bias is not None:
+            head.bias.zero_()
+
+
+def add_prior_channel(model: nn.Module, source: nn.Module) -> None:
+    """Load ``source`` (one input channel, no prior) into ``model`` (``prior=True``).
+
+    Every weight is copied except the first convolution's, whose extra (prior) input channels
+    start at zero, and the head, which starts at zero: the widened network returns its prior
+    and keeps the source's features for the noisy channel.
+    """
+    ours, theirs = model.state_dict(), source.state_dict()
+    with torch.no_grad():
+        for k, v in theirs.items():
+            if k.startswith("head."):
+                continue
+            if ours[k].shape == v.shape:
+                ours[k].copy_(v)
+            elif ours[k].dim() == 4 and ours[k].shape[1] > v.shape[1] and ours[k].shape[0] == v.shape[0]:
+                ours[k].zero_()
+                ours[k][:, : v.shape[1]].copy_(v)
+            else:
+                raise ValueError(f"add_prior_channel: {k} has shape {tuple(v.shape)}, expected {tuple(ours[k].shape)}.")
+    zero_head(model.head)
+
+
 def build_from_config(cls: type[nn.Module], d: Mapping[str, Any]) -> nn.Module:
     """Construct ``cls(**d)`` after checking that every key of ``d`` is a constructor argument.
 
@@ -247,6 +277,15 @@ class ConfigMixin:
                 f"{name}: residual=True returns input minus predicted noise, so in_channels "
                 f"({self.in_channels}) must equal out_channels ({self.out_channels})."
             )
+        if getattr(self, "prior", False):
+            if getattr(self, "residual", False):
+                raise ValueError(f"{name}: prior=True corrects the prior channel; it excludes residual=True.")
+            if self.in_channels < 2 or self.out_channels != 1:
+                raise ValueError(
+                    f"{name}: prior=True reads the image and a prior estimate of it (in_channels >= 2, "
+                    f"the prior last) and returns one corrected image (out_channels = 1), not "
+                    f"{self.in_channels} -> {self.out_channels} channels."
+                )
 
     @classmethod
     def _arg_names(cls) -> list[str]:
@@ -310,6 +349,12 @@ class DnCNN(ConfigMixin, nn.Module):
         ``False`` removes every additive constant [Mohan2020].
     residual : bool
         Predict the noise and return ``x - noise`` (default) instead of the clean image.
+    prior : bool
+        The last input channel is a prior estimate of the clean image (the workbench feeds a
+        self-calibrated Fourier Wiener filter of the whole image, which sees the lattice's
+        periodicity far beyond the receptive field); the output is that prior plus a learned
+        correction, and the correction head starts at zero, so an untrained network returns
+        the prior. Needs ``residual=False``, ``in_channels >= 2``, ``out_channels = 1``.
     """
 
     PARAM_RANGES: ClassVar[dict[str, tuple[int, int]]] = {
@@ -331,6 +376,7 @@ class DnCNN(ConfigMixin, nn.Module):
         batch_norm: bool = True,
         bias: bool = True,
         residual: bool = True,
+        prior: bool = False,
     ) -> None:
         super().__init__()
         self._store_config(locals())
@@ -354,9 +400,13 @@ class DnCNN(ConfigMixin, nn.Module):
         self.head = nn.Conv2d(self.width, self.out_channels, k, padding=p, bias=self.bias)
         # [Zhang2017] Sec. IV-A initialises with He et al. 2015 ("Delving deep into rectifiers").
         init_relu_network(self)
+        if self.prior:
+            zero_head(self.head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.head(self.body(x))
+        if self.prior:
+            return (x[:, -1:] + out).contiguous()
         return (x - out if self.residual else out).contiguous()
 
     def receptive_field(self) -> int:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dncnn import BiasFreeBatchNorm2d, ConfigMixin, init_relu_network
+from .dncnn import BiasFreeBatchNorm2d, ConfigMixin, init_relu_network, zero_head
 
 __all__ = ["UNet"]
 
@@ -134,6 +134,12 @@ class UNet(ConfigMixin, nn.Module):
         ``False`` gives the bias-free network [Mohan2020].
     residual : bool
         Predict the noise and return ``x - noise``.
+    prior : bool
+        The last input channel is a prior estimate of the clean image (the workbench feeds a
+        self-calibrated Fourier Wiener filter of the whole image: it uses the lattice's
+        periodicity over the whole field, far beyond the 116-px receptive field); the output is
+        that prior plus a learned correction, whose head starts at zero. Needs
+        ``residual=False``, ``in_channels >= 2``, ``out_channels = 1``.
     """
 
     PARAM_RANGES: ClassVar[dict[str, tuple[int, int]]] = {
@@ -155,6 +161,7 @@ class UNet(ConfigMixin, nn.Module):
         base: int = 32,
         bias: bool = True,
         residual: bool = False,
+        prior: bool = False,
     ) -> None:
         super().__init__()
         self._store_config(locals())
@@ -181,6 +188,8 @@ class UNet(ConfigMixin, nn.Module):
         self.head = nn.Conv2d(ch[0], self.out_channels, 1, bias=self.bias)
         # [Ronneberger2015] Sec. 3: Gaussian weights with std sqrt(2 / fan_in) (He et al. 2015).
         init_relu_network(self)
+        if self.prior:
+            zero_head(self.head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h_in, w_in = x.shape[-2:]
@@ -201,6 +210,8 @@ class UNet(ConfigMixin, nn.Module):
         out = self.head(h)
         if self.residual:
             out = xp - out
+        elif self.prior:
+            out = xp[:, -1:] + out
         return out[..., :h_in, :w_in].contiguous()
 
     def receptive_field(self) -> int:

@@ -260,7 +260,9 @@ def pixel_filter(
         function of the input in data units), ``"receptive_field"`` (px, side length) and
         ``"min_size"`` (smallest crop side ``apply`` accepts); optionally ``"filter_apply"``, a
         cheaper function used instead of ``"apply"`` for the view, with ``"filter_note"``
-        saying how it differs (Noise2SR: fewer sub-samplings averaged). See
+        saying how it differs (Noise2SR: fewer sub-samplings averaged); optionally
+        ``"apply_at"``, ``f(window, r0, c0)``, for networks that also read a fixed whole-image
+        input (a prior channel), with ``"filter_note"`` saying so. See
         :class:`emcore.methods.registry.DenoiseResult`.
     data : ndarray
         The input the result was computed from: an image ``(H, W)`` or a spectrum image
@@ -289,7 +291,12 @@ def pixel_filter(
         artifacts = artifacts.artifacts
     a, row, col, energy = _check_inputs(artifacts, data, row, col, energy, method)
     cheaper = artifacts.get("filter_apply")
+    # A network that also reads a whole-image input (a prior channel) gives "apply_at": the
+    # network on a window at (r0, c0) with that window of the fixed whole-image input.
+    at = None if callable(cheaper) else artifacts.get("apply_at")
     apply, note = (cheaper, str(artifacts.get("filter_note") or "")) if callable(cheaper) else (artifacts["apply"], "")
+    if callable(at):
+        note = str(artifacts.get("filter_note") or "")
     note = " ".join(n for n in (_method_note(method), note) if n)
     h, w = a.shape[:2]
     rf = int(artifacts.get("receptive_field") or max(h, w))
@@ -298,7 +305,8 @@ def pixel_filter(
     half = rf // 2 + MARGIN
     while True:
         r0, r1, c0, c1 = filter_window((h, w), row, col, rf, min_size, half=half)
-        grad, out = _gradient(apply, a[r0:r1, c0:c1], row - r0, col - c0, energy, method)
+        fn = (lambda t, _r=r0, _c=c0: at(t, _r, _c)) if callable(at) else apply
+        grad, out = _gradient(fn, a[r0:r1, c0:c1], row - r0, col - c0, energy, method)
         whole = r0 == 0 and c0 == 0 and r1 == h and c1 == w
         if whole or not _alive_at_edge(grad, (r0, r1, c0, c1), (h, w)):
             break

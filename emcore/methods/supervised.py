@@ -159,13 +159,25 @@ def _run_supervised(ds: Dataset, params: dict, ctx: RunContext, name: str) -> np
     step = min(tile, max(-(-tile // 2), asked // 2, asked - int(params["overlap"])))
     frames = ds.data if ds.kind == "stack" else ds.data[None]
     out = np.empty(frames.shape, np.float32)
-    scales = []
+    scales, priors = [], []
+    with_prior = bool(getattr(net, "prior", False))
     for i, frame in enumerate(frames):
         x, scale = normalise(frame)
         scales.append(scale)
+        if with_prior:
+            # The prior of the whole frame, before tiling: its strength is the whole field.
+            from emcore.methods.prior import network_input, wiener_prior
+
+            prior, chosen = wiener_prior(frame)
+            priors.append(prior)
+            x = network_input(frame, prior, scale)
+            if i == 0:
+                ctx.log.append(f"Prior channel: the self-calibrated Wiener filter of the whole frame (window "
+                               f"{chosen.get('window')} px), which the network corrects.")
+                ctx.resolved.update(prior_window=chosen.get("window"))
         y = tiled_apply(model, x, tile=tile, step=step, batch=4 if device.type == "cpu" else 16, device=device,
                         multiple=mult, progress=_frame_progress(ctx.progress, i, len(frames)),
-                        should_stop=ctx.should_stop)
+                        should_stop=ctx.should_stop, channels=with_prior)
         out[i] = y * scale
     ctx.log.append(f"Inference in {tile}-px tiles every {step} px, each frame divided by its mean first.")
     scale0 = scales[0]
@@ -175,8 +187,27 @@ def _run_supervised(ds: Dataset, params: dict, ctx: RunContext, name: str) -> np
         # pixels away from its border; a differentiable function of the input.
         return _m((t / _s)[None, None])[0, 0] * _s
 
+    extra = {}
+    if with_prior:
+        import torch
+
+        prior0 = torch.from_numpy(priors[0] / np.float32(scale0))
+
+        def apply_at(t, r0, c0, _m=net, _s=scale0, _p=prior0):
+            # The network on a window with the same window of the whole-frame prior, held fixed.
+            p = _p[r0:r0 + t.shape[0], c0:c0 + t.shape[1]].to(t.dtype)
+            return _m(torch.stack([t / _s, p])[None])[0, 0] * _s
+
+        def apply(t, _at=apply_at):  # noqa: F811 - the whole frame: the window at the origin
+            return _at(t, 0, 0)
+
+        extra = {"apply_at": apply_at,
+                 "filter_note": "The network also reads the Wiener filter of the whole image (its prior channel), "
+                                "held fixed here: the weights show what its correction takes from the noisy pixels "
+                                "around this one; the prior itself averages each lattice reflection over the whole "
+                                "image (see the Wiener filter's lesson)."}
     ctx.artifacts.update(apply=apply, receptive_field=int(net.receptive_field()), min_size=mult,
-                         network=MODEL_CLASS[name])
+                         network=MODEL_CLASS[name], **extra)
     return out if ds.kind == "stack" else out[0]
 
 

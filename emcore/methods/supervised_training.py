@@ -117,6 +117,15 @@ class TrainingPlan(TrainConfig):
         Validation patches of the simulated sources.
     cache : str or None
         The abTEM set for ``source="physics"``.
+    prior : {None, "wiener"}
+        Give the network a prior channel (:mod:`emcore.methods.prior`): it reads the noisy
+        image and the self-calibrated Wiener filter of the whole frame, and learns a correction
+        of the latter. Trained on whole fields of the abTEM set (``source="physics"``,
+        :class:`emcore.train.prior_fields.PriorFields`). Starting from shipped weights without
+        a prior channel, the new channel's input weights and the correction head start at zero,
+        so training starts from the prior itself and the shipped network's features.
+    field_size : int
+        Side of the whole fields the prior is computed on (prior networks).
     """
 
     warmup_steps: int | None = None
@@ -134,6 +143,8 @@ class TrainingPlan(TrainConfig):
     freeze_norm: bool = False
     val_patches: int = 8
     cache: str | None = None
+    prior: str | None = None
+    field_size: int = 512
 
     def __post_init__(self):
         if self.model not in MODEL_CLASS:
@@ -142,6 +153,13 @@ class TrainingPlan(TrainConfig):
             raise EmcoreError(f"Unknown training data '{self.source}'; use one of {', '.join(SOURCES)}.")
         if self.freeze_norm and not self.bias_free:
             raise EmcoreError("Freezing the normalisation statistics is for bias-free networks; add --bias-free.")
+        if self.prior not in (None, "wiener"):
+            raise EmcoreError(f"Unknown prior channel {self.prior!r}; use 'wiener' or none.")
+        if self.prior and self.source != "physics":
+            raise EmcoreError("A network with a Wiener prior channel is trained on whole fields of the abTEM set "
+                              "(training data 'physics'); train without the prior on other data.")
+        if self.prior and self.patch_size > self.field_size:
+            raise EmcoreError(f"The {self.patch_size}-px patch is larger than the {self.field_size}-px fields.")
         self.loop_config()  # validates the loop's settings
 
     def loop_config(self) -> TrainConfig:
@@ -171,9 +189,11 @@ class TrainingPlan(TrainConfig):
         import models
 
         try:
+            prior = {"in_channels": 2, "prior": True} if self.prior else {}
             if self.model == "dncnn":
-                return models.DnCNN(depth=self.depth, width=self.width, bias=not self.bias_free)
-            return models.UNet(scales=self.scales, base=self.base, bias=not self.bias_free)
+                return models.DnCNN(depth=self.depth, width=self.width, bias=not self.bias_free,
+                                    **({"residual": False, **prior} if prior else {}))
+            return models.UNet(scales=self.scales, base=self.base, bias=not self.bias_free, **prior)
         except ValueError as err:
             raise EmcoreError(f"This {MODEL_CLASS[self.model]} cannot be built: {str(err).rstrip('.')}.") from None
 
@@ -191,6 +211,17 @@ def _source_for(plan: TrainingPlan, dataset: Dataset | None, clean: np.ndarray |
     from emcore.train.pairs import FramePairs, ImagePairs
     from emcore.train.simulated import SimulatedPairs
 
+    if plan.source == "physics" and plan.prior:
+        from emcore.methods.prior import wiener_prior
+        from emcore.train.physics_set import DEFAULT_CACHE
+        from emcore.train.prior_fields import PriorFields
+
+        path = plan.cache or DEFAULT_CACHE
+        src = PriorFields(prior_fn=lambda frame: wiener_prior(frame)[0], path=path,
+                          dose_range=(plan.dose_min, plan.dose_max), noise=plan.noise, field_size=plan.field_size,
+                          n_val=plan.val_patches)
+        return src, (f"abTEM multislice Pt/CeO2 set {Path(path).name}, whole fields up to {plan.field_size} px with "
+                     f"their self-calibrated Wiener prior, {plan.dose_min:g}–{plan.dose_max:g} e⁻/px, {plan.noise} noise")
     if plan.source == "physics":
         from emcore.train.physics_set import DEFAULT_CACHE, CachedPairs
 
@@ -256,16 +287,25 @@ def fit_network(
     if plan.start_from_shipped:
         theirs, ours = shipped.config(), model.config()
         drop_constants = theirs != ours and {**theirs, "bias": False} == ours  # biased -> bias-free
-        if theirs != ours and not drop_constants:
+        widen = theirs != ours and {**theirs, "in_channels": 2, "prior": True,
+                                    **({"residual": False} if plan.model == "dncnn" else {})} == ours
+        if widen:
+            from models.dncnn import add_prior_channel
+
+            add_prior_channel(model, shipped)
+        elif theirs != ours and not drop_constants:
             raise EmcoreError(f"The shipped {MODEL_CLASS[plan.model]} has {theirs}; fine-tuning needs the "
                               "same architecture — set it, or train from scratch.")
         if drop_constants:
             from models.dncnn import load_without_constants
 
             load_without_constants(model, shipped)
-        else:
+        elif not widen:
             model.load_state_dict(shipped.state_dict())
         card_start = started_from(drop_constants) if started_from is not None else None
+        if widen and card_start is not None:
+            card_start["converted"] = ("prior channel added: its input weights and the correction head start at "
+                                       "zero, so the network starts by returning the Wiener prior")
     if plan.freeze_norm:
         from models.dncnn import freeze_bias_free_norms
 
@@ -283,6 +323,7 @@ def fit_network(
         "warning": result.warning, "device": result.device, "seconds": round(result.seconds, 1),
         "data": what, "input_normalisation": "divide by the image mean (emcore.train.simulated.normalise)",
         "started_from": card_start,
+        "prior": plan.prior,
     }
     path = Path(out) if out else Path(tempfile.mkdtemp(prefix="emcore-weights-")) / f"{plan.model}.pt"
     save_weights(model.cpu(), path, card)

@@ -71,6 +71,7 @@ def tiled_apply(
     guard: int | None = None,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
+    channels: bool = False,
 ) -> np.ndarray:
     """Apply a network to a large image in overlapping, smoothly blended tiles.
 
@@ -100,17 +101,23 @@ def tiled_apply(
         Pixels at each tile edge given zero weight in overlaps; default ``(tile - step) // 4``.
     progress, should_stop : callables, optional
         Progress per batch of tiles; a stop raises :class:`~emcore.errors.Stopped`.
+    channels : bool
+        ``image`` is one multi-channel image ``(C, H, W)`` (e.g. the noisy frame and a prior
+        estimate of it); ``fn`` gets ``[B, C, h, w]`` tiles and returns ``[B, 1, h, w]``; the
+        result is ``(H, W)``.
 
     Returns
     -------
-    ndarray, float32, same shape as ``image``
+    ndarray, float32, same shape as ``image`` (``(H, W)`` with ``channels``)
         Tiles blended with raised-cosine weights that sum to 1 everywhere
         (:func:`tile_weights`), assembled in a float32 array on the CPU.
     """
     img = np.asarray(image, dtype=np.float32)
     if img.ndim < 2:
         raise EmcoreError(f"Tiled inference needs an image of at least two dimensions; got shape {img.shape}.")
-    if img.ndim > 2:
+    if channels and img.ndim != 3:
+        raise EmcoreError(f"Tiled inference of a multi-channel image needs shape (C, H, W); got {img.shape}.")
+    if img.ndim > 2 and not channels:
         flat = img.reshape(-1, *img.shape[-2:])
         out = np.empty_like(flat)
         t0 = time.perf_counter()
@@ -137,11 +144,13 @@ def tiled_apply(
         device = params[0].device if params else torch.device("cpu")
     device = torch.device(device)
 
-    H, W = img.shape
+    H, W = img.shape[-2:]
     th, ph, ys = axis_plan(H, tile, step, multiple)
     tw, pw, xs = axis_plan(W, tile, step, multiple)
-    pad = ((0, ph - H), (0, pw - W))
+    pad = ((0, 0),) * (img.ndim - 2) + ((0, ph - H), (0, pw - W))
     padded = np.pad(img, pad, mode="reflect" if min(H, W) > 1 else "edge") if (ph, pw) != (H, W) else img
+    if not channels:
+        padded = padded[None]
     wy = [tile_weights(th, overlap if len(ys) > 1 else 0, guard, i == 0, i == len(ys) - 1) for i in range(len(ys))]
     wx = [tile_weights(tw, overlap if len(xs) > 1 else 0, guard, i == 0, i == len(xs) - 1) for i in range(len(xs))]
     out = np.zeros((ph, pw), dtype=np.float32)
@@ -153,10 +162,10 @@ def tiled_apply(
             if should_stop is not None and should_stop():
                 raise Stopped(f"Stopped on request after {k} of {len(jobs)} tiles.")
             chunk = jobs[k:k + batch]
-            tiles = np.stack([padded[ys[iy]:ys[iy] + th, xs[ix]:xs[ix] + tw] for iy, ix in chunk])
+            tiles = np.stack([padded[:, ys[iy]:ys[iy] + th, xs[ix]:xs[ix] + tw] for iy, ix in chunk])
             oom = False
             try:
-                result = fn(torch.from_numpy(tiles[:, None]).to(device))
+                result = fn(torch.from_numpy(tiles).to(device))
                 result = result.detach().float().cpu().numpy()
             except Exception as err:  # noqa: BLE001 - re-raised unless out of memory
                 if not _is_oom(err):

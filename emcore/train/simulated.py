@@ -34,6 +34,19 @@ def denormalise(image: np.ndarray, scale: float) -> np.ndarray:
     return (np.asarray(image, np.float32) * scale).astype(np.float32)
 
 
+def draw_noise(clean: np.ndarray, dose_range, noise: str, b_range, rng: np.random.Generator):
+    """The noise model of one training example: a dose drawn log-uniformly from ``dose_range``
+    (e⁻/px), Poisson or Poisson–Gaussian as ``noise`` says ("mixed": either, with equal chance),
+    the read noise ``b`` drawn from ``b_range`` times the clean mean."""
+    lo, hi = dose_range
+    dose = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    kind = noise if noise != "mixed" else ("poisson" if rng.random() < 0.5 else "poisson_gaussian")
+    if kind == "poisson":
+        return Poisson(dose)
+    b = float(rng.uniform(*b_range)) * float(clean.mean())
+    return PoissonGaussian(a=1.0 / dose, b=b if b > 0 else 1e-6)
+
+
 def training_pair(clean: np.ndarray, dose_range, noise: str, b_range, augment: bool,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One (noisy input, clean target) pair from a clean patch, both divided by the noisy mean.
@@ -45,15 +58,7 @@ def training_pair(clean: np.ndarray, dose_range, noise: str, b_range, augment: b
     :class:`emcore.train.physics_set.CachedPairs`, so phantoms and cached multislice images are
     corrupted in exactly the same way.
     """
-    lo, hi = dose_range
-    dose = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-    kind = noise if noise != "mixed" else ("poisson" if rng.random() < 0.5 else "poisson_gaussian")
-    if kind == "poisson":
-        model = Poisson(dose)
-    else:
-        b = float(rng.uniform(*b_range)) * float(clean.mean())
-        model = PoissonGaussian(a=1.0 / dose, b=b if b > 0 else 1e-6)
-    noisy = model.sample(clean, rng)
+    noisy = draw_noise(clean, dose_range, noise, b_range, rng).sample(clean, rng)
     if augment:
         k = int(rng.integers(4))
         noisy, clean = np.rot90(noisy, k), np.rot90(clean, k)

@@ -188,6 +188,13 @@ def _plain(x: Any) -> Any:
 
 def _check_architecture(model: nn.Module, name: str | None, config: dict | None, path: Path) -> None:
     mine, my_cfg = type(model).__name__, _model_config(model)
+    if config is not None and my_cfg is not None and name == mine:
+        # Files written before an argument was added lack it: it had its default then.
+        import inspect
+
+        defaults = {n: p.default for n, p in inspect.signature(type(model).__init__).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        config = {**{k: v for k, v in defaults.items() if k in my_cfg}, **config}
     same = name == mine and (config is None or my_cfg is None or _plain(config) == _plain(my_cfg))
     if not same:
         raise EmcoreError(
