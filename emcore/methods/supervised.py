@@ -464,6 +464,10 @@ def train_network(
         :class:`emcore.train.TrainResult` (``status`` "done", "stopped" or "diverged").
     """
     shipped = load_network(plan.model) if plan.start_from_shipped else None
+    if shipped is not None and getattr(shipped, "prior", False) and not plan.prior:
+        from dataclasses import replace
+
+        plan = replace(plan, prior="wiener")  # fine-tuning keeps the shipped network's prior channel
     return fit_network(plan, dataset, shipped=shipped, started_from=lambda c: started_from_card(plan.model, c),
                        clean=clean, out=out, progress=progress, should_stop=should_stop,
                        checkpoint_dir=checkpoint_dir, resume=resume, command=command)

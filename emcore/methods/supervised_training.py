@@ -123,7 +123,9 @@ class TrainingPlan(TrainConfig):
         of the latter. Trained on whole fields of the abTEM set (``source="physics"``,
         :class:`emcore.train.prior_fields.PriorFields`). Starting from shipped weights without
         a prior channel, the new channel's input weights and the correction head start at zero,
-        so training starts from the prior itself and the shipped network's features.
+        so training starts from the prior itself and the shipped network's features. Every source
+        supplies it: whole simulated fields (:class:`emcore.train.prior_fields.PriorFields`) or the
+        prior of each whole frame of the user's data.
     field_size : int
         Side of the whole fields the prior is computed on (prior networks).
     """
@@ -155,10 +157,7 @@ class TrainingPlan(TrainConfig):
             raise EmcoreError("Freezing the normalisation statistics is for bias-free networks; add --bias-free.")
         if self.prior not in (None, "wiener"):
             raise EmcoreError(f"Unknown prior channel {self.prior!r}; use 'wiener' or none.")
-        if self.prior and self.source != "physics":
-            raise EmcoreError("A network with a Wiener prior channel is trained on whole fields of the abTEM set "
-                              "(training data 'physics'); train without the prior on other data.")
-        if self.prior and self.patch_size > self.field_size:
+        if self.prior and self.source in ("simulated", "physics") and self.patch_size > self.field_size:
             raise EmcoreError(f"The {self.patch_size}-px patch is larger than the {self.field_size}-px fields.")
         self.loop_config()  # validates the loop's settings
 
@@ -211,15 +210,24 @@ def _source_for(plan: TrainingPlan, dataset: Dataset | None, clean: np.ndarray |
     from emcore.train.pairs import FramePairs, ImagePairs
     from emcore.train.simulated import SimulatedPairs
 
-    if plan.source == "physics" and plan.prior:
+    prior_fn = None
+    if plan.prior:
         from emcore.methods.prior import wiener_prior
+
+        def prior_fn(frame):
+            return wiener_prior(frame)[0]
+    if plan.prior and plan.source in ("physics", "simulated"):
         from emcore.train.physics_set import DEFAULT_CACHE
         from emcore.train.prior_fields import PriorFields
 
+        fields = dict(prior_fn=prior_fn, dose_range=(plan.dose_min, plan.dose_max), noise=plan.noise,
+                      field_size=plan.field_size, n_val=plan.val_patches)
+        if plan.source == "simulated":
+            src = PriorFields(make_clean=_phantom_field, pool=16, **fields)
+            return src, (f"emcore.sim HRTEM phantoms, whole {plan.field_size}-px fields with their self-calibrated "
+                         f"Wiener prior, {plan.dose_min:g}–{plan.dose_max:g} e⁻/px, {plan.noise} noise")
         path = plan.cache or DEFAULT_CACHE
-        src = PriorFields(prior_fn=lambda frame: wiener_prior(frame)[0], path=path,
-                          dose_range=(plan.dose_min, plan.dose_max), noise=plan.noise, field_size=plan.field_size,
-                          n_val=plan.val_patches)
+        src = PriorFields(path=path, **fields)
         return src, (f"abTEM multislice Pt/CeO2 set {Path(path).name}, whole fields up to {plan.field_size} px with "
                      f"their self-calibrated Wiener prior, {plan.dose_min:g}–{plan.dose_max:g} e⁻/px, {plan.noise} noise")
     if plan.source == "physics":
@@ -241,19 +249,29 @@ def _source_for(plan: TrainingPlan, dataset: Dataset | None, clean: np.ndarray |
         if dataset.kind != "stack":
             raise EmcoreError(f"Noise2Noise needs a stack of frames of the same area; {dataset.name} is a single image. "
                               "Train on simulated images, or on noisy/clean pairs.")
-        src = FramePairs(dataset.data)
+        src = FramePairs(dataset.data, prior_fn=prior_fn)
         what = f"Noise2Noise pairs of registered frames of {dataset.name}"
     else:
         clean = dataset.ground_truth if clean is None else clean
         if clean is None:
             raise EmcoreError(f"Training on pairs needs a clean version of {dataset.name}; it has none. "
                               "Load one, or use Noise2Noise (stacks) or simulated images.")
-        src = ImagePairs(dataset.data, clean)
+        src = ImagePairs(dataset.data, clean, prior_fn=prior_fn)
         what = f"noisy/clean pairs of {dataset.name}"
     if src.max_patch < plan.patch_size:
         raise EmcoreError(f"{dataset.name} ({src.max_patch} px across after registration) is smaller than the "
                           f"training patch ({plan.patch_size} px); choose a patch of at most {src.max_patch} px.")
     return src, what
+
+
+def _phantom_field(rng: np.random.Generator, side: int) -> np.ndarray:
+    """A clean HRTEM phantom field of the workbench's simulator at a random pixel size."""
+    import math
+
+    from emcore.sim.hrem import hrem_phantom
+
+    pixel = float(math.exp(rng.uniform(math.log(0.0045), math.log(0.02))))
+    return hrem_phantom((side, side), rng=rng, pixel_size_nm=pixel)
 
 
 def fit_network(

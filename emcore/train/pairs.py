@@ -5,7 +5,9 @@ images of the same scene: with an L2 loss the network learns the conditional mea
 is the clean image. Consecutive frames of a low-dose movie are such pairs once the stage
 drift is removed (:func:`emcore.data.registration.align_stack`). Both sources follow the
 :class:`emcore.train.DataSource` protocol and normalise each patch pair by the mean of
-its input patch, like :mod:`emcore.train.simulated`.
+its input patch, like :mod:`emcore.train.simulated`. With ``prior_fn`` (networks with a prior
+channel, :mod:`emcore.methods.prior`), the prior of each whole input frame is computed once and
+the same crop of it becomes the input's second channel.
 """
 
 from __future__ import annotations
@@ -17,24 +19,32 @@ from emcore.data.registration import align_stack
 from emcore.errors import EmcoreError
 
 
-def _augment(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _augment(*arrays: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     k = int(rng.integers(4))
-    a, b = np.rot90(a, k), np.rot90(b, k)
+    arrays = tuple(np.rot90(a, k) for a in arrays)
     if rng.random() < 0.5:
-        a, b = a[:, ::-1], b[:, ::-1]
-    return a, b
+        arrays = tuple(a[:, ::-1] for a in arrays)
+    return arrays
 
 
-def _norm_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _norm_pair(a: np.ndarray, *rest: np.ndarray) -> tuple[np.ndarray, ...]:
     m = float(a.mean())
     scale = m if m > 1e-12 else 1.0
-    return (a / scale).astype(np.float32), (b / scale).astype(np.float32)
+    return tuple((x / scale).astype(np.float32) for x in (a, *rest))
 
 
 def _to_tensors(pairs) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.from_numpy(np.stack([p[0] for p in pairs])[:, None].copy())
-    y = torch.from_numpy(np.stack([p[1] for p in pairs])[:, None].copy())
+    """Pairs (input, target) or, with a prior, (input, prior, target): inputs [B, 1 or 2, P, P]."""
+    x = torch.from_numpy(np.stack([np.stack(p[:-1]) for p in pairs]).copy())
+    y = torch.from_numpy(np.stack([p[-1] for p in pairs])[:, None].copy())
     return x, y
+
+
+def _priors(frames: np.ndarray, prior_fn) -> np.ndarray | None:
+    """The prior of every whole input frame (computed once), or None without a prior."""
+    if prior_fn is None:
+        return None
+    return np.stack([np.asarray(prior_fn(f), np.float32) for f in frames])
 
 
 class _PatchPairs:
@@ -78,7 +88,8 @@ class FramePairs(_PatchPairs):
         Fixed validation pairs (taken from a seed of their own).
     """
 
-    def __init__(self, stack, *, register: bool = True, neighbours: int = 2, n_val: int = 4, val_seed: int = 54321):
+    def __init__(self, stack, *, register: bool = True, neighbours: int = 2, n_val: int = 4, val_seed: int = 54321,
+                 prior_fn=None):
         s = np.asarray(stack, dtype=np.float32)
         if s.ndim != 3 or s.shape[0] < 2:
             raise EmcoreError(f"Noise2Noise needs a stack of at least 2 frames, not data of shape {s.shape}.")
@@ -89,6 +100,7 @@ class FramePairs(_PatchPairs):
             self.frames, self.shifts = s.copy(), np.zeros((s.shape[0], 2))
         self.neighbours = max(1, int(neighbours))
         self.n_val, self.val_seed = int(n_val), int(val_seed)
+        self.priors = _priors(self.frames, prior_fn)
         self._val = None
 
     @property
@@ -105,7 +117,9 @@ class FramePairs(_PatchPairs):
         r, c = int(rng.integers(h - patch + 1)), int(rng.integers(w - patch + 1))
         a = self.frames[i, r:r + patch, c:c + patch]
         b = self.frames[j, r:r + patch, c:c + patch]
-        return _norm_pair(*_augment(a, b, rng))
+        if self.priors is not None:
+            return _norm_pair(*_augment(a, self.priors[i, r:r + patch, c:c + patch], b, rng=rng))
+        return _norm_pair(*_augment(a, b, rng=rng))
 
 
 class ImagePairs(_PatchPairs):
@@ -113,7 +127,7 @@ class ImagePairs(_PatchPairs):
 
     _val_has_clean = True
 
-    def __init__(self, noisy, clean, *, n_val: int = 4, val_seed: int = 54321):
+    def __init__(self, noisy, clean, *, n_val: int = 4, val_seed: int = 54321, prior_fn=None):
         n, c = np.asarray(noisy, np.float32), np.asarray(clean, np.float32)
         if n.shape != c.shape:
             raise EmcoreError(f"The noisy data {n.shape} and the clean data {c.shape} must have the same shape.")
@@ -123,6 +137,7 @@ class ImagePairs(_PatchPairs):
             raise EmcoreError(f"Noisy/clean pairs must be images or stacks of images, not data of shape {n.shape}.")
         self.noisy, self.clean = n, c
         self.n_val, self.val_seed = int(n_val), int(val_seed)
+        self.priors = _priors(n, prior_fn)
         self._val = None
 
     @property
@@ -135,4 +150,7 @@ class ImagePairs(_PatchPairs):
             raise EmcoreError(f"The patch ({patch} px) is larger than the images ({h}×{w}); use a smaller patch.")
         i = int(rng.integers(t))
         r, c = int(rng.integers(h - patch + 1)), int(rng.integers(w - patch + 1))
-        return _norm_pair(*_augment(self.noisy[i, r:r + patch, c:c + patch], self.clean[i, r:r + patch, c:c + patch], rng))
+        crops = [self.noisy[i, r:r + patch, c:c + patch], self.clean[i, r:r + patch, c:c + patch]]
+        if self.priors is not None:
+            crops.insert(1, self.priors[i, r:r + patch, c:c + patch])
+        return _norm_pair(*_augment(*crops, rng=rng))

@@ -47,6 +47,9 @@ class PriorFields:
         Noisy frame (H, W) → prior estimate (H, W), same units.
     path : str or Path
         The abTEM set (see :func:`emcore.train.physics_set.load_cache`).
+    make_clean : callable, optional
+        ``make_clean(rng, side)`` → a clean field (side × side) instead of the abTEM set (e.g. the
+        workbench's phantoms); validation fields then come from the validation seed.
     dose_range, noise, b_range, pixel_size_range
         As for :class:`~emcore.train.physics_set.CachedPairs`.
     field_size : int
@@ -61,6 +64,7 @@ class PriorFields:
 
     prior_fn: PriorFn
     path: str = "runs/abtem_set.npz"
+    make_clean: Callable[[np.random.Generator, int], np.ndarray] | None = None
     dose_range: tuple[float, float] = (0.1, 20.0)
     noise: str = "mixed"
     b_range: tuple[float, float] = (0.0, 0.1)
@@ -78,19 +82,29 @@ class PriorFields:
         if int(self.field_size) < 32 or int(self.pool) < 1 or int(self.refresh_every) < 1:
             raise EmcoreError("Prior fields need a field of at least 32 px, a pool of at least one field "
                               "and a refresh interval of at least one batch.")
-        self.images = CachedPairs(path=self.path, dose_range=self.dose_range, noise=self.noise,
-                                  b_range=self.b_range, pixel_size_range=self.pixel_size_range,
-                                  n_val=0, val_seed=self.val_seed, holdout=self.holdout)
-        self.meta = self.images.meta
+        if self.make_clean is not None:
+            self.images, self.meta = None, {}
+        else:
+            self.images = CachedPairs(path=self.path, dose_range=self.dose_range, noise=self.noise,
+                                      b_range=self.b_range, pixel_size_range=self.pixel_size_range,
+                                      n_val=0, val_seed=self.val_seed, holdout=self.holdout)
+            self.meta = self.images.meta
         self._val = None
         self._batches = 0
         self._rng = None
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.images) if self.images is not None else 0
+
+    def _pool(self, validation: bool = False) -> np.ndarray | None:
+        if self.images is None:
+            return None
+        return self.images.val_index if validation else self.images.train_index
 
     # -- one whole field
-    def _clean_field(self, pool: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _clean_field(self, pool: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+        if self.make_clean is not None:
+            return np.asarray(self.make_clean(rng, int(self.field_size)), np.float32)
         src = self.images
         i = int(pool[rng.integers(len(pool))])
         img = src.images[i]
@@ -133,7 +147,7 @@ class PriorFields:
 
     def batch(self, batch_size: int, patch_size: int, rng: np.random.Generator):
         """``batch_size`` patches: inputs [B, 2, P, P] (noisy, prior), targets [B, 1, P, P]."""
-        pool = self.images.train_index
+        pool = self._pool()
         while len(self._fields) < int(self.pool):
             self._fields.append(self._field(pool, rng))
         self._batches += 1
@@ -149,7 +163,7 @@ class PriorFields:
             rng = np.random.default_rng(self.val_seed)
             patches = []
             for _ in range(int(self.n_val)):
-                f = self._field(self.images.val_index, rng)
+                f = self._field(self._pool(validation=True), rng)
                 patches.append(self._patch(f, min(int(self.val_patch), f.shape[-1]), rng))
             side = min(p.shape[-1] for p in patches)
             x, y = self._tensors([p[:, :side, :side] for p in patches])
