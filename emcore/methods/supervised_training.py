@@ -343,6 +343,10 @@ def fit_network(
         "started_from": card_start,
         "prior": plan.prior,
     }
+    if plan.source == "physics" and getattr(source, "meta", None):
+        from emcore.train.physics_set import data_set_card
+
+        card["data_set"] = data_set_card(source.meta, len(source))
     path = Path(out) if out else Path(tempfile.mkdtemp(prefix="emcore-weights-")) / f"{plan.model}.pt"
     save_weights(model.cpu(), path, card)
     Path(str(path) + ".json").write_text(json.dumps(card, indent=2, default=float))

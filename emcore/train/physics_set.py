@@ -247,6 +247,14 @@ class CachedPairs:
         return self._val
 
 
+def data_set_card(meta: dict, n_images: int) -> dict:
+    """What a weights card records of the training set: generator, its command, versions, settings."""
+    settings = meta.get("settings") or {}
+    return {"images": int(n_images), "generator": meta.get("generator"), "command": meta.get("command"),
+            "versions": meta.get("versions"),
+            "settings": {k: v for k, v in settings.items() if isinstance(v, (int, float, str, list, bool))}}
+
+
 def _resample(img: np.ndarray, y0: float, x0: float, size: int, zoom: float) -> np.ndarray:
     """``size``² samples of ``img`` at spacing ``1/zoom`` stored pixels from ``(y0, x0)``.
 
