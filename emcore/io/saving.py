@@ -120,67 +120,85 @@ def _save_tif(ds: Dataset, path: Path):
     import tifffile
 
     data = np.asarray(ds.data, dtype=np.float32)
-    cal = ds.calibration
-    meta: dict = {"emcore_kind": ds.kind, "emcore_is_counts": bool(ds.is_counts)}
-    if ds.kind == "image":
+    if ds.kind == "cube":
+        data = np.ascontiguousarray(np.moveaxis(data, 2, 0))  # (E, H, W): one page per channel
+    meta, kw = _tif_meta(ds.kind, ds.calibration, ds.is_counts, ds.noise)
+    with _quiet():
+        tifffile.imwrite(str(path), data, imagej=True, metadata=meta, **kw)
+
+
+def _tif_meta(kind: str, cal: Calibration, is_counts: bool, noise=None) -> tuple[dict, dict]:
+    """The ImageJ metadata and ``tifffile.imwrite`` keywords :func:`save` writes a TIFF with."""
+    meta: dict = {"emcore_kind": kind, "emcore_is_counts": bool(is_counts)}
+    if kind == "image":
         meta["axes"] = "YX"
-    elif ds.kind == "stack":
+    elif kind == "stack":
         meta["axes"] = "TYX"
     else:
-        data = np.ascontiguousarray(np.moveaxis(data, 2, 0))  # (E, H, W): one page per channel
         meta["axes"] = "ZYX"
         meta.update(energy_offset=float(cal.energy_offset), energy_scale=float(cal.energy_scale),
                     energy_unit=str(cal.energy_unit))  # fmt: skip
-    if ds.noise is not None:
-        meta["emcore_noise"] = json.dumps(ds.noise.to_dict())
+    if noise is not None:
+        meta["emcore_noise"] = json.dumps(noise.to_dict())
     kw: dict = {}
     if cal.is_spatially_calibrated and cal.pixel_size > 0:
         # ImageJ names micrometres "micron"; other units are written as they are.
         meta["unit"] = "micron" if cal.pixel_unit in ("µm", "μm", "um") else cal.pixel_unit
         kw["resolution"] = (1.0 / cal.pixel_size, 1.0 / cal.pixel_size)
-    with _quiet():
-        tifffile.imwrite(str(path), data, imagej=True, metadata=meta, **kw)
+    return meta, kw
 
 
 def _save_hspy(ds: Dataset, path: Path):
-    hs = _hs()
-    cal = ds.calibration
-    data = np.asarray(ds.data, dtype=np.float32)
     with _quiet():
-        if ds.kind == "cube":
-            s = hs.signals.Signal1D(data)
-            stype = str(ds.metadata.get("signal_type") or "")
-            if stype not in ("EDS_TEM", "EDS_SEM", "EELS"):
-                stype = {"keV": "EDS_TEM", "eV": "EELS"}.get(cal.energy_unit, "")
-            if stype:
-                s.set_signal_type(stype)  # exspy class when installed
-        else:
-            s = hs.signals.Signal2D(data)
-        axes = sorted(s.axes_manager._axes, key=lambda a: a.index_in_array)
-        spatial = axes[:2] if ds.kind == "cube" else axes[-2:]
-        for ax, nm in zip(spatial, ("y", "x")):
-            ax.name = nm
-            ax.scale = float(cal.pixel_size)
-            ax.offset = 0.0
-            if cal.is_spatially_calibrated:
-                ax.units = cal.pixel_unit
-        if ds.kind == "cube":
-            e = axes[2]
-            e.name, e.offset, e.scale = "Energy", float(cal.energy_offset), float(cal.energy_scale)
-            if cal.energy_unit != "channel":
-                e.units = cal.energy_unit
-        elif ds.kind == "stack":
-            axes[0].name = "frame"
-        s.metadata.General.title = ds.name
-        if ds.metadata.get("voltage_kv") is not None:
-            s.metadata.set_item("Acquisition_instrument.TEM.beam_energy", float(ds.metadata["voltage_kv"]))
-        for key, node in (("microscope", "Acquisition_instrument.TEM.microscope"),):
-            if ds.metadata.get(key):
-                s.metadata.set_item(node, str(ds.metadata[key]))
-        s.metadata.set_item("emcore.is_counts", bool(ds.is_counts))
-        s.metadata.set_item("emcore.kind", ds.kind)
-        if ds.noise is not None:
-            s.metadata.set_item("emcore.noise", ds.noise.to_dict())
-        if ds.haadf is not None:
-            s.metadata.set_item("emcore.haadf", np.asarray(ds.haadf, dtype=np.float32))
+        s = _hspy_signal(np.asarray(ds.data, dtype=np.float32), kind=ds.kind, calibration=ds.calibration,
+                         name=ds.name, metadata=ds.metadata, is_counts=ds.is_counts, noise=ds.noise, haadf=ds.haadf)
         s.save(str(path), overwrite=True)
+
+
+def _hspy_signal(data, *, kind: str, calibration: Calibration, name: str, metadata: dict, is_counts: bool,
+                 noise=None, haadf=None):
+    """The HyperSpy signal :func:`save` writes: ``data`` in the workbench layout of ``kind`` (a
+    dask array gives a lazy signal, which HyperSpy writes chunk by chunk), its calibration, and
+    ``metadata.emcore`` (``is_counts``, ``kind``, the noise model, the HAADF image)."""
+    hs = _hs()
+    cal = calibration
+    lazy = hasattr(data, "dask")
+    if kind == "cube":
+        s = hs.signals.Signal1D(data)
+        s = s.as_lazy() if lazy else s
+        stype = str(metadata.get("signal_type") or "")
+        if stype not in ("EDS_TEM", "EDS_SEM", "EELS"):
+            stype = {"keV": "EDS_TEM", "eV": "EELS"}.get(cal.energy_unit, "")
+        if stype:
+            s.set_signal_type(stype)  # exspy class when installed
+    else:
+        s = hs.signals.Signal2D(data)
+        s = s.as_lazy() if lazy else s
+    axes = sorted(s.axes_manager._axes, key=lambda a: a.index_in_array)
+    spatial = axes[:2] if kind == "cube" else axes[-2:]
+    for ax, nm in zip(spatial, ("y", "x")):
+        ax.name = nm
+        ax.scale = float(cal.pixel_size)
+        ax.offset = 0.0
+        if cal.is_spatially_calibrated:
+            ax.units = cal.pixel_unit
+    if kind == "cube":
+        e = axes[2]
+        e.name, e.offset, e.scale = "Energy", float(cal.energy_offset), float(cal.energy_scale)
+        if cal.energy_unit != "channel":
+            e.units = cal.energy_unit
+    elif kind == "stack":
+        axes[0].name = "frame"
+    s.metadata.General.title = name
+    if metadata.get("voltage_kv") is not None:
+        s.metadata.set_item("Acquisition_instrument.TEM.beam_energy", float(metadata["voltage_kv"]))
+    for key, node in (("microscope", "Acquisition_instrument.TEM.microscope"),):
+        if metadata.get(key):
+            s.metadata.set_item(node, str(metadata[key]))
+    s.metadata.set_item("emcore.is_counts", bool(is_counts))
+    s.metadata.set_item("emcore.kind", kind)
+    if noise is not None:
+        s.metadata.set_item("emcore.noise", noise.to_dict())
+    if haadf is not None:
+        s.metadata.set_item("emcore.haadf", np.asarray(haadf, dtype=np.float32))
+    return s
