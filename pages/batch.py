@@ -58,14 +58,17 @@ if run:
                 st.info(note)
             paths, names = [str(p) for p, _ in inputs], {p: shown for p, shown in inputs}
             name, params, out = m.name, dict(values), folder / "results"
+            # Filled by the job's thread once the cluster is up; the fragment below only reads it.
+            live: dict = {}
 
             def job(progress, should_stop):
                 return run_batch(paths, name, out, params=params, fmt=fmt, seed=seed, workers=workers, names=names,
-                                 progress=progress, should_stop=should_stop)
+                                 progress=progress, should_stop=should_stop,
+                                 on_start=lambda s: live.update(dashboard=s.dashboard, workers=s.workers))
 
             job_id = ui.jobs().submit(ui.owner_id(), f"Batch: {m.label} on {len(paths)} files", job, slot="cpu",
                                       meta={"batch": str(out)})
-            ss.batch_run = {"job": job_id, "out": str(out), "folder": str(folder), "files": len(paths)}
+            ss.batch_run = {"job": job_id, "out": str(out), "folder": str(folder), "files": len(paths), "live": live}
 
 
 @st.fragment(run_every=1.0)
@@ -86,6 +89,9 @@ def batch_progress() -> None:
         ui.jobs().cancel(job.id)
     st.progress(p.fraction if p is not None else 0.0,
                 text=p.message if p is not None and p.message else "starting the Dask workers…")
+    link = ss.batch_run.get("live", {}).get("dashboard")
+    if link:
+        st.markdown(f"Dask dashboard (tasks, workers, memory): [{link}]({link})")
 
 
 if "batch_run" in ss:

@@ -41,6 +41,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     b.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     b.add_argument("--kind", choices=["image", "stack", "cube"], help="how to read ambiguous 3-D files")
     b.add_argument("--no-score", dest="score", action="store_false", help="skip the no-reference score (count splitting re-runs the method)")
+    b.add_argument("--stream", choices=["auto", "always", "never"], default="auto",
+                   help="denoise a file piece by piece, reading and writing it in pieces (a stack frame by frame with "
+                        "wiener, unet or dncnn; a spectrum image by out-of-core PCA): auto when it is over a "
+                        "worker's memory cap (default), always, never")
     b.set_defaults(func=run_command)
     return b
 
@@ -80,7 +84,8 @@ def run_command(args) -> int:
     try:
         summary = run_batch(args.inputs, args.method, args.out, params=parse_sets(args.set), fmt=args.format,
                             seed=args.seed, device=args.device, workers=args.workers, scheduler=args.scheduler,
-                            memory_limit=args.memory_limit, score=args.score, kind=args.kind, progress=progress,
+                            memory_limit=args.memory_limit, score=args.score, kind=args.kind, stream=args.stream,
+                            progress=progress,
                             should_stop=lambda: bool(stop), say=say)
     except Stopped as err:
         say(f"{err} The manifest in {args.out} lists what is done.")

@@ -126,7 +126,7 @@ def _safe_stem(name: str) -> str:
 
 def plan_tasks(files: list[Path], out: Path, manifest: Manifest, method: str, params: dict, seed: int, fmt: str,
                device: str, score: bool, names: dict[Path, str] | None = None,
-               kind: str | None = None) -> tuple[list[FileTask], list[FileTask]]:
+               kind: str | None = None, stream: str = "auto") -> tuple[list[FileTask], list[FileTask]]:
     """``(to do, already done)``. Output names are ``<stem>_<method><fmt>``, numbered when two
     inputs share a stem; a file the manifest knows keeps its earlier output name."""
     used = {Path(o).name for f in files if (o := manifest.output_of(str(f)))}
@@ -144,7 +144,7 @@ def plan_tasks(files: list[Path], out: Path, manifest: Manifest, method: str, pa
             output = str(out / candidate)
         task = FileTask(input=str(f), name=shown, output=output,
                         preview=str(out / "previews" / (Path(output).stem + ".png")), method=method,
-                        params=dict(params), seed=seed, device=device, score=score, kind=kind)
+                        params=dict(params), seed=seed, device=device, score=score, kind=kind, stream=stream)
         (done if manifest.finished(str(f), output, method, params, seed) else todo).append(task)
     return todo, done
 
@@ -177,8 +177,9 @@ def connect(scheduler: str | None, workers: int | None, memory_limit: str | None
 
 
 def dashboard_of(client, local: bool = False) -> str | None:
-    """The dashboard's address when the scheduler serves one, else None. A local scheduler
-    serves its status pages only with bokeh installed (not a dependency of the workbench)."""
+    """The dashboard's address when the scheduler serves one, else None. A scheduler serves
+    its status pages only where bokeh is installed (pinned in requirements.txt); ``local``
+    says the scheduler runs in this environment, so a missing bokeh settles it at once."""
     import importlib.util
 
     if local and importlib.util.find_spec("bokeh") is None:
@@ -245,6 +246,8 @@ def run_batch(
     should_stop: StopFn | None = None,
     say: SayFn | None = None,
     task_fn: Callable[[FileTask], dict] = run_file,
+    stream: str = "auto",
+    on_start: Callable[[BatchSummary], None] | None = None,
 ) -> BatchSummary:
     """Denoise many files on Dask, one task per file; write results and a manifest in ``out_dir``.
 
@@ -279,6 +282,15 @@ def run_batch(
         Receives one-off sentences: the dashboard link, skipped files, zero-shot costs.
     task_fn : callable
         What a worker runs per file (tests replace it).
+    stream : {"auto", "always", "never"}
+        Denoise a file piece by piece — a stack frame by frame (wiener, unet, dncnn), a
+        spectrum image by out-of-core PCA — reading and writing it in pieces, so a worker's
+        memory does not grow with the file: "auto" when the file is over the worker's memory
+        cap (:func:`emcore.batch.task.worker_max_bytes`), "always", or "never". The result
+        equals the whole-file one (:mod:`emcore.batch.frames`, :mod:`emcore.methods.pca_lazy`).
+    on_start : callable, optional
+        Called once with the summary when the cluster is reached (``workers``, ``dashboard``
+        filled in), before any file runs: the app shows the dashboard link from it.
 
     Returns
     -------
@@ -300,6 +312,8 @@ def run_batch(
     fmt = fmt if fmt.startswith(".") else f".{fmt}"
     if fmt.lower() not in SAVE_EXTENSIONS:
         raise EmcoreError(f"Results can be written as {', '.join(SAVE_EXTENSIONS)}, not {fmt}.")
+    if stream not in ("auto", "always", "never"):
+        raise EmcoreError(f"stream must be auto, always or never, not {stream!r}.")
     out = check_output_folder(out_dir)
     files, notes = expand_inputs(inputs, exclude=out)
     for n in notes:
@@ -310,7 +324,8 @@ def run_batch(
     if manifest.note:
         say(manifest.note)
     todo, finished = plan_tasks(files, out, manifest, m.name, typed, int(seed), fmt.lower(), device, score,
-                                names={Path(k).resolve(): v for k, v in (names or {}).items()}, kind=kind)
+                                names={Path(k).resolve(): v for k, v in (names or {}).items()}, kind=kind,
+                                stream=stream)
     summary = BatchSummary(out_dir=out, rows=[], skipped=len(finished), notes=list(notes))
     if finished:
         say(f"{len(finished)} of {len(files)} files were already done in {out}; skipping them.")
@@ -325,6 +340,8 @@ def run_batch(
         summary.dashboard = dashboard_of(client, local=cluster is not None)
         if summary.dashboard:
             say(f"Dask dashboard: {summary.dashboard}")
+        if on_start is not None:
+            on_start(summary)
         if m.kind == "self-supervised":
             say(zero_shot_note(todo[0], m, len(todo), n_workers))
         _drive(client, todo, manifest, summary, task_fn, n_workers, progress, should_stop, futures)

@@ -43,6 +43,7 @@ class FileTask:
     device: str = "auto"
     score: bool = True
     kind: str | None = None
+    stream: str = "auto"  # in pieces: "auto" (when too big for the worker), "always", "never"
 
 
 def worker_memory_limit() -> int | None:
@@ -79,7 +80,18 @@ def run_file(task: FileTask) -> dict[str, Any]:
     row = failed_row(task, "")
     row["worker"] = _worker_name()
     try:
-        ds = load(task.input, kind=task.kind, max_bytes=worker_max_bytes())
+        if task.stream == "always":
+            run_in_pieces(task, row)
+            return _finish(row, t0)
+        try:
+            ds = load(task.input, kind=task.kind, max_bytes=worker_max_bytes())
+        except TooLargeError as err:
+            if task.stream == "auto" and in_pieces_refusal(task) is None:
+                run_in_pieces(task, row)
+                return _finish(row, t0)
+            raise TooLargeError(f"{err} {in_pieces_refusal(task)}" if task.stream == "auto" else str(err),
+                                shape=err.shape, nbytes=err.nbytes, max_bytes=err.max_bytes,
+                                suggestion=err.suggestion) from None
         res = denoise(ds, task.method, seed=task.seed, device=task.device, **task.params)
         _save_atomically(replace(ds, data=res.data, ground_truth=None, name=f"{ds.name} — {task.method}"), task.output)
         row.update(output=task.output, params=res.params, seconds=round(res.seconds, 4), device=res.device)
@@ -101,8 +113,89 @@ def run_file(task: FileTask) -> dict[str, Any]:
     except MemoryError:
         row["error"] = (f"Not enough memory to denoise {task.name} on this worker; use fewer workers with more "
                         "memory each, or bin or crop the data first.")
+    return _finish(row, t0)
+
+
+def _finish(row: dict, t0: float) -> dict[str, Any]:
     row["total_seconds"] = round(time.perf_counter() - t0, 4)
     return row
+
+
+def in_pieces_refusal(task: FileTask) -> str | None:
+    """Why ``task``'s file cannot be denoised piece by piece (a sentence), or None."""
+    from emcore.batch.frames import FRAME_METHODS, by_frame_refusal
+    from emcore.io.lazy import LAZY_EXTENSIONS
+
+    ext = Path(task.input).suffix.lower()
+    if ext not in LAZY_EXTENSIONS:
+        return (f"Only {', '.join(LAZY_EXTENSIONS)} files are read piece by piece (stacks frame by frame with "
+                f"{', '.join(FRAME_METHODS)}; spectrum images block by block with pca).")
+    if task.method == "pca":
+        return None
+    return by_frame_refusal(task.method, task.params)
+
+
+def run_in_pieces(task: FileTask, row: dict) -> dict:
+    """Denoise a file too big to hold: a stack frame by frame (:mod:`emcore.batch.frames`), a
+    spectrum image by out-of-core PCA (:mod:`emcore.methods.pca_lazy`); the result is written
+    block by block. Fills and returns ``row``; expected problems raise EmcoreError."""
+    from emcore.batch.frames import _frame_ds, denoise_by_frame
+    from emcore.io.lazy import open_lazy
+
+    why = in_pieces_refusal(task)
+    if why:
+        raise EmcoreError(f"{task.name} cannot be denoised piece by piece: {why}")
+    with open_lazy(task.input, kind=task.kind, max_bytes=worker_max_bytes()) as lz:
+        if lz.kind == "stack":
+            fr = denoise_by_frame(lz, task.output, task.method, params=task.params, seed=task.seed, device=task.device)
+            row.update(output=task.output, params=fr.params, seconds=round(fr.seconds, 4), device=fr.device,
+                       pieces=f"{fr.frames} frames, one at a time")
+            if task.score:
+                i, before, after = fr.middle
+                score = no_reference_score(_frame_ds(lz, i, before), after, task.method, task.params, task.seed)
+                if score.get("score_kind"):
+                    score["score"] += f" (frame {i} of {fr.frames})"
+                row.update(score)
+            views = (_frame_ds(lz, 0, fr.first[0]), fr.first[1])
+        elif task.method == "pca":
+            views = _pca_in_pieces(task, lz, row)
+        else:
+            raise EmcoreError(f"{task.name} is a spectrum image: piece by piece it can be denoised with pca only.")
+    try:
+        write_preview(views[0], views[1], task.preview)
+        row["preview"] = task.preview
+    except (OSError, ValueError):
+        pass
+    row["status"] = "done"
+    return row
+
+
+def _pca_in_pieces(task: FileTask, lz, row: dict) -> tuple:
+    from emcore.io.lazy import write_blocks
+    from emcore.methods.pca_lazy import pca_out_of_core
+    from emcore.methods.registry import check_params, get_method
+
+    t0 = time.perf_counter()
+    p = check_params(get_method("pca"), task.params)  # every parameter, as a whole-file run records them
+    fn, info = pca_out_of_core(lz, n_components=p.get("n_components"), poisson=p.get("poisson", True))
+    rows = max(1, (64 * 1024**2) // max(1, lz.shape[1] * lz.shape[2] * 4))
+    after = np.zeros(lz.shape[:2], np.float32)
+
+    def block(start, stop):
+        out = fn(start, stop)
+        after[start:stop] = out.sum(axis=2, dtype=np.float64)
+        return out
+
+    write_blocks(task.output, lz.shape, block, kind="cube", rows=rows, calibration=lz.calibration,
+                 name=f"{lz.name} — pca", is_counts=bool(lz.is_counts), noise=lz.noise, haadf=lz.haadf,
+                 metadata=lz.metadata)
+    row.update(output=task.output, params={**p, "n_components": info.n_components},
+               seconds=round(time.perf_counter() - t0, 4), device="cpu",
+               pieces=f"out-of-core PCA in blocks of {rows} rows")
+    if task.score:
+        row.update(score="not scored: a spectrum image denoised piece by piece is not re-run for a score",
+                   score_value=None, score_kind="")
+    return Dataset(info.totals, "image", name=task.name), after
 
 
 def failed_row(task: FileTask, error: str) -> dict[str, Any]:
