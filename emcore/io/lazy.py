@@ -107,7 +107,8 @@ class LazyDataset:
         if self.is_counts is not None:
             return self
         x = self.source
-        rows = _rows_per_block(x.shape, 1)
+        # A stack frame by frame: memory must not grow with the frames, even up to a block's worth.
+        rows = 1 if self.kind == "stack" else _rows_per_block(x.shape, max(4, x.dtype.itemsize))
         finite, nonneg, integer, total = True, True, True, 0.0
         for start in range(0, x.shape[0], rows):
             with _reading(self.name, "its data (reading failed part-way)"):
