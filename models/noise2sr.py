@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dncnn import ConfigMixin, init_relu_network
+from .dncnn import ConfigMixin, init_relu_network, zero_head
 from .unet import UNet
 
 __all__ = ["Noise2SR"]
@@ -84,6 +84,12 @@ class Noise2SR(ConfigMixin, nn.Module):
         Channels handed from the encoder to the decoder, 8 to 256.
     bias : bool
         ``False`` gives the bias-free network.
+    prior : bool
+        The last input channel is a prior estimate of the clean image at the sub-sampled
+        resolution (the workbench feeds the Wiener filter of the sub-sampled image: it sees only
+        the kept pixels, so the training stays blind to the pixels the loss is taken on); the
+        output is that prior, bilinearly brought to the full grid, plus a learned correction
+        whose head starts at zero.
     """
 
     PARAM_RANGES: ClassVar[dict[str, tuple[int, int]]] = {
@@ -110,9 +116,14 @@ class Noise2SR(ConfigMixin, nn.Module):
         base: int = 32,
         features: int = 32,
         bias: bool = True,
+        prior: bool = False,
     ) -> None:
         super().__init__()
         self._store_config(locals())
+        if self.prior and (self.in_channels < 2 or self.out_channels != 1):
+            raise ValueError("Noise2SR: prior=True reads the sub-sampled image and a prior estimate of it "
+                             f"(in_channels >= 2) and returns one image, not {self.in_channels} -> "
+                             f"{self.out_channels} channels.")
 
         self.encoder = UNet(self.in_channels, self.features, scales=self.scales, base=self.base, bias=self.bias)
         self.subpixel = nn.Conv2d(
@@ -124,6 +135,8 @@ class Noise2SR(ConfigMixin, nn.Module):
         self.head = nn.Conv2d(self.features, self.out_channels, 1, bias=self.bias)
         init_relu_network(self)
         self._icnr()
+        if self.prior:
+            zero_head(self.head)
 
     @torch.no_grad()
     def _icnr(self) -> None:
@@ -139,7 +152,12 @@ class Noise2SR(ConfigMixin, nn.Module):
         h = self.encoder(x)
         h = F.leaky_relu(self.shuffle(self.subpixel(h)), LEAKY_SLOPE)
         h = F.relu(self.mix(h))
-        return self.head(h).contiguous()
+        out = self.head(h)
+        if self.prior:
+            # The prior (last input channel, at the sub-sampled resolution) brought to the full
+            # grid: cell centres map to cell centres (align_corners=False).
+            out = out + F.interpolate(x[:, -1:], scale_factor=self.scale, mode="bilinear", align_corners=False)
+        return out.contiguous()
 
     def receptive_field(self) -> int:
         """Side length, in input (sub-sampled) pixels, of the square one output pixel sees.

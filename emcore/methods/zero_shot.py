@@ -77,7 +77,11 @@ PRESETS: dict[str, dict[str, dict]] = {
         # Tuned on crop 1: a U-Net of base 16 for 2000 steps reaches the PSNR of base 32 for
         # 1500 steps (28.8 vs 29.0 dB) at half the compute; the MMSE average of 50
         # sub-samplings adds 0.8 dB over 8 for 3 % of the time.
-        "fast": dict(steps=2000, batch_size=8, patch_size=128, lr=1e-3, schedule="onecycle",
+        # With the Wiener prior channel (the default) the network starts from the prior and 600
+        # steps reached 31.6 dB on crop 2 (Poisson-Gaussian) and 25.1 dB at Poisson 1 e/px, against
+        # 24.3 / 18.8 dB for BM3D (benchmarks/RESULTS.md, 2026-12-07 session 2); "prior_steps" is
+        # the step count used then, "steps" the one without the prior.
+        "fast": dict(steps=2000, prior_steps=600, batch_size=8, patch_size=128, lr=1e-3, schedule="onecycle",
                      mmse_samples=PAPER_MMSE_SAMPLES, scales=4, base=16, features=16),
         "quality": dict(steps=PAPER_STEPS, batch_size=PAPER_BATCH, patch_size=PAPER_PATCH, lr=PAPER_LR,
                         schedule="constant", mmse_samples=PAPER_MMSE_SAMPLES, scales=5, base=32, features=32),
@@ -132,9 +136,18 @@ def _check_size(ds: Dataset, label: str) -> None:
         )
 
 
+def _preset(method: str, params: dict) -> dict:
+    """The chosen preset's settings; with the Wiener prior channel on (Noise2SR) its own step count."""
+    cfg = dict(PRESETS[method][params["preset"]])
+    prior_steps = cfg.pop("prior_steps", None)
+    if prior_steps is not None and params.get("prior") == "wiener":
+        cfg["steps"] = prior_steps
+    return cfg
+
+
 def _settings(method: str, params: dict, ctx: RunContext) -> dict:
     """The preset's settings with the user's overrides (None = the preset's value)."""
-    cfg = dict(PRESETS[method][params["preset"]])
+    cfg = _preset(method, params)
     for k in _PRESET_KEYS:
         if params.get(k) is not None:
             cfg[k] = params[k]
@@ -149,7 +162,7 @@ _PRESET_KEYS = ("steps", "batch_size", "patch_size", "lr", "mmse_samples")
 def preset_values(method: str) -> Callable[[dict], dict]:
     """What the chosen preset gives the ``preset=True`` parameters (no time limit in either)."""
     def values(params: dict) -> dict:
-        cfg = PRESETS[method][params["preset"]]
+        cfg = _preset(method, params)
         return {**{k: cfg[k] for k in _PRESET_KEYS if k in cfg}, "max_minutes": None}
 
     return values
@@ -168,7 +181,7 @@ def estimate(method: str) -> Callable[[tuple, str, dict], float]:
     def seconds(shape: tuple, kind: str, params: dict) -> float:
         from emcore.methods.common import accelerator_speedup
 
-        cfg = dict(PRESETS[method][params["preset"]])
+        cfg = _preset(method, params)
         cfg.update({k: params[k] for k in _PRESET_KEYS if params.get(k) is not None})
         per_px, base = _STEP_SECONDS[method]
         width = (cfg["base"] / base) ** 2
@@ -258,7 +271,9 @@ def _budget_params(method: str) -> tuple[Param, ...]:
     f, q = PRESETS[method]["fast"], PRESETS[method]["quality"]
     return (
         Param("steps", "int", None, min=1, max=100_000, label="Training steps", preset=True, group="training",
-              help=f"Optimiser steps (preset: fast {f['steps']}, quality {q['steps']})."),
+              help=f"Optimiser steps (preset: fast {f['steps']}"
+                   + (f", {f['prior_steps']} with the Wiener prior channel" if "prior_steps" in f else "")
+                   + f"; quality {q['steps']})."),
         Param("max_minutes", "float", None, min=0.01, max=24 * 60, label="Time limit (min)", preset=True,
               group="training",
               help="Stop training after this many minutes and denoise with the best model so far; the presets set "
