@@ -85,6 +85,13 @@ def central_crop(image: np.ndarray, side: int = CROP) -> np.ndarray:
     return image[r0:r0 + side, c0:c0 + side]
 
 
+def neighbour_mean(data: np.ndarray) -> np.ndarray:
+    """Every pixel replaced by the weighted mean of its 8 neighbours (itself excluded, as in
+    :func:`masked_input`), for an image ``(H, W)`` or each slice of an ``(H, W, N)`` array; float64."""
+    a = np.asarray(data, np.float64)
+    return ndi.convolve(a, _KERNEL if a.ndim == 2 else _KERNEL[:, :, None], mode="reflect")
+
+
 def masked_input(image: np.ndarray, phase: tuple[int, int], grid: int = GRID) -> tuple[np.ndarray, np.ndarray]:
     """The image with one grid phase of pixels replaced by their neighbours' mean, and that mask."""
     mask = np.zeros(image.shape, bool)

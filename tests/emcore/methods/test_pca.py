@@ -141,3 +141,75 @@ def test_progress_is_reported(cube_pair):
 def test_bad_input_raises_plain_sentences(data, kwargs, match):
     with pytest.raises(EmcoreError, match=match):
         denoise_pca(data, **kwargs)
+
+
+# -- the component count chosen on the data (self-calibration) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def eds_low_dose():
+    # 5 counts per pixel over 512 channels: the scree rule keeps 3 components, 2 dB short of the best
+    from emcore import sim
+
+    return sim.eds_example(seed=2, counts_per_pixel=5.0, size=64, channels=512)
+
+
+def test_self_calibrated_count_is_near_the_best_count_by_truth(eds_low_dose):
+    from emcore.methods.registry import denoise
+
+    ds = eds_low_dose
+    res = denoise(ds, "pca")
+    n = res.params["n_components"]
+    truth = {k: psnr(denoise_pca(ds.data, n_components=k)[0], ds.ground_truth) for k in (*range(1, 21), 50)}
+    best = max(truth.values())
+    assert truth[n] >= best - 0.5, (n, truth)  # measured: 9 components, 0.03 dB below the best (8)
+    assert psnr(res.data, ds.ground_truth) == pytest.approx(truth[n], abs=1e-6)
+    assert truth[n] > truth[1] + 1.0 and truth[n] > truth[50] + 1.0  # clearly bad counts: too few, too many
+    assert truth[n] > psnr(denoise_pca(ds.data)[0], ds.ground_truth) + 1.0  # the scree rule (3 components)
+    cal = res.artifacts["calibration"]
+    assert cal["criterion"] == "count-split" and cal["best"] == {"n_components": n}
+    assert [c["params"]["n_components"] for c in cal["curve"]] == list(range(1, 51))
+    assert min(cal["curve"], key=lambda c: c["loss"])["params"]["n_components"] == n
+    assert any(line.startswith("Self-calibrated by count-split") for line in res.log)
+
+
+@pytest.mark.parametrize("shape", [(24, 24, 128), (8, 8, 256)])  # Gram matrix of channels, of pixels
+def test_count_split_curve_is_the_count_split_error_of_each_reconstruction(shape):
+    """The curve comes from one decomposition; each point equals count splitting of a full PCA run."""
+    from emcore.evaluate.count_split import count_split_error
+    from emcore.methods.pca import _SPLIT_P, calibrate_pca
+
+    _, noisy = three_phase_cube(np.random.default_rng(4), *shape, counts=40.0)
+    cal = calibrate_pca(noisy, counts=noisy, seed=7, max_components=12)
+    assert len(cal.curve) == 12 and cal.criterion == "count-split"
+    for n in (1, 3, 12):
+        ref = count_split_error(lambda a, n=n: denoise_pca(a, n_components=n)[0], noisy, np.random.default_rng(7),
+                                p=_SPLIT_P)
+        assert cal.curve[n - 1][1] == pytest.approx(ref.estimated_mse, rel=1e-5, abs=1e-9)
+
+
+def test_j_invariant_curve_matches_masked_runs_for_data_that_are_not_counts():
+    from emcore.methods.calibration import GRID, PHASES, masked_input
+    from emcore.methods.pca import calibrate_pca
+
+    _, noisy = three_phase_cube(np.random.default_rng(5), 16, 16, 64, counts=200.0)
+    cal = calibrate_pca(noisy, max_components=6)
+    assert cal.criterion == "J-invariant" and "Noise2Self" in cal.why and len(cal.curve) == 6
+    for n in (1, 4):
+        sse = count = 0
+        for phase in PHASES:
+            slices = [masked_input(noisy[:, :, e], phase, GRID) for e in range(noisy.shape[2])]
+            out = denoise_pca(np.stack([s[0] for s in slices], axis=2), n_components=n)[0]
+            hidden = slices[0][1]
+            sse += float(((out[hidden] - noisy[hidden].astype(np.float64)) ** 2).sum())
+            count += out[hidden].size
+        assert cal.curve[n - 1][1] == pytest.approx(sse / count, rel=1e-5)
+
+
+def test_a_given_count_is_used_as_given(eds_low_dose):
+    from emcore.methods.registry import denoise
+
+    res = denoise(eds_low_dose, "pca", n_components=4)
+    np.testing.assert_array_equal(res.data, denoise_pca(eds_low_dose.data, n_components=4)[0])
+    assert res.params["n_components"] == 4 and "calibration" not in res.artifacts
+    assert any("4 components kept (given)" in line for line in res.log)
