@@ -21,7 +21,11 @@ def test_noise2sr_tiny_budget_from_the_denoise_page():
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="p_noise2sr_preset").value == "fast"
     # Preset-controlled parameters show the value the preset will use, and follow the preset.
-    assert at.number_input(key="p_noise2sr_steps").value == 2000
+    assert at.selectbox(key="p_noise2sr_prior").value == "wiener"
+    assert at.number_input(key="p_noise2sr_steps").value == 600  # the fast preset with the Wiener prior
+    at.selectbox(key="p_noise2sr_prior").set_value("off").run()
+    assert at.number_input(key="p_noise2sr_steps").value == 2000  # ... and without it
+    at.selectbox(key="p_noise2sr_prior").set_value("wiener").run()
     at.selectbox(key="p_noise2sr_preset").set_value("quality").run()
     assert at.number_input(key="p_noise2sr_steps").value == 6000
     at.selectbox(key="p_noise2sr_preset").set_value("fast").run()
