@@ -37,7 +37,9 @@ family (:mod:`~emcore.io.hyperspy_reader`, :mod:`~emcore.io.tiff`,
 :mod:`~emcore.io.numpy_reader`, :mod:`~emcore.io.png`), :mod:`~emcore.io.layout` (kinds of
 signals), :mod:`~emcore.io.metadata` (calibration), :mod:`~emcore.io.reduce` (binning, size
 checks, reading), :mod:`~emcore.io.upload` (temporary files, safe names),
-:mod:`~emcore.io.loading` (the public readers) and :mod:`~emcore.io.saving`.
+:mod:`~emcore.io.loading` (the public readers) and :mod:`~emcore.io.saving`;
+:mod:`~emcore.io.lazy` reads data larger than memory piece by piece (:func:`open_lazy`, the same
+checks and reduction as :func:`load`) and writes results block by block (:func:`write_blocks`).
 """
 
 from __future__ import annotations
@@ -49,20 +51,25 @@ from emcore.io.guards import (
     SUPPORTED_EXTENSIONS,
     default_max_bytes,
 )
+from emcore.io.lazy import LAZY_EXTENSIONS, LazyDataset, open_lazy, write_blocks
 from emcore.io.loading import list_signals, load, load_bytes, load_haadf
 from emcore.io.saving import save, save_with_companions
 from emcore.io.upload import _safe_upload_names  # noqa: F401 — tested directly
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "LAZY_EXTENSIONS",
     "MIN_IMAGE_SIDE",
     "SAVE_EXTENSIONS",
     "SUPPORTED_EXTENSIONS",
+    "LazyDataset",
     "default_max_bytes",
     "list_signals",
     "load",
     "load_bytes",
     "load_haadf",
+    "open_lazy",
     "save",
     "save_with_companions",
+    "write_blocks",
 ]
