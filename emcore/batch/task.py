@@ -177,7 +177,8 @@ def _pca_in_pieces(task: FileTask, lz, row: dict) -> tuple:
 
     t0 = time.perf_counter()
     p = check_params(get_method("pca"), task.params)  # every parameter, as a whole-file run records them
-    fn, info = pca_out_of_core(lz, n_components=p.get("n_components"), poisson=p.get("poisson", True))
+    fn, info = pca_out_of_core(lz, n_components=p.get("n_components"), poisson=p.get("poisson", True),
+                               seed=task.seed)
     rows = max(1, (64 * 1024**2) // max(1, lz.shape[1] * lz.shape[2] * 4))
     after = np.zeros(lz.shape[:2], np.float32)
 

@@ -8,6 +8,7 @@ the same functions as on a process cluster, without the seconds of starting work
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -124,15 +125,22 @@ def test_frame_by_frame_equals_the_whole_stack(tmp_path, method, params):
         denoise_by_frame(lz, tmp_path / "no.npy", "bm3d")
 
 
-@pytest.mark.parametrize("poisson,n", [(True, None), (True, 3), (False, 2)])
+@pytest.mark.parametrize("poisson,n", [(True, None), (True, 3), (False, 2), (False, None)])
 def test_out_of_core_pca_equals_in_memory_pca(tmp_path, poisson, n):
-    ds = _cube()
-    ref, info = denoise_pca(ds.data, n_components=n, poisson=poisson)
+    """A given count: the same reconstruction to rounding. Unset: the count the 'pca' method
+    chooses (count splitting for counts — another draw of the split, the same choice on this
+    rank-3 cube; the J-invariant loss on the central crop otherwise)."""
+    ds = _cube() if poisson else replace(_cube(), is_counts=False)
+    chosen = denoise(ds, "pca", seed=5, poisson=poisson).params["n_components"] if n is None else n
+    ref, info = denoise_pca(ds.data, n_components=chosen, poisson=poisson)
     path = io.save(ds, tmp_path / "cube.hspy")
     with open_lazy(path) as lz:
-        fn, ooc = pca_out_of_core(lz, n_components=n, poisson=poisson, rows=7)
+        fn, ooc = pca_out_of_core(lz, n_components=n, poisson=poisson, rows=7, seed=5)
         out = np.concatenate([fn(s, min(36, s + 7)) for s in range(0, 36, 7)])
-    assert ooc.n_components == info.n_components
+    assert ooc.n_components == info.n_components == chosen
+    assert (ooc.calibration is None) == (n is not None)
+    if n is None:
+        assert ooc.calibration.criterion == ("count-split" if poisson else "J-invariant")
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5 * float(ref.max()))
     assert np.all(out[3, 5] == 0) and np.all(out[:, :, 7] == 0)
 
