@@ -10,7 +10,7 @@ Two stages, both on the workbench's own HRTEM phantoms (``emcore.train.simulated
 fresh Poisson or Poisson–Gaussian noise per patch), batches of 4 patches of 128², Adam with
 a cosine schedule, seed 2:
 
-1. Start from the shipped biased UNet (``emcore/weights/unet32_abtem.pt``) with every additive
+1. Start from the biased one-channel UNet (``--start``, the recipe passes ``runs/unet32_abtem_ft.pt``) with every additive
    constant dropped (convolution weights, normalisation scales and running variances kept),
    normalisations frozen (running statistics in training too, see
    ``models.dncnn.freeze_bias_free_norms``); 0.3–20 e⁻/px, lr 3e-4, 100 warm-up steps.
@@ -64,9 +64,11 @@ def main(argv=None) -> int:
     ap.add_argument("--stage2-seconds", type=float, default=2700)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--checkpoints", default="runs/unet32_bf", help="folder for the two stages' checkpoints")
+    ap.add_argument("--start", help="the biased one-channel UNet to start from (default: the shipped UNet, "
+                                    "which must then have no prior channel)")
     args = ap.parse_args(argv)
 
-    biased = load_network("unet")
+    biased = load_network("unet", args.start)
     net = models.UNet(scales=biased.scales, base=biased.base, bias=False)
     load_without_constants(net, biased)
     freeze_bias_free_norms(net)
@@ -84,7 +86,7 @@ def main(argv=None) -> int:
                 "(stage 1: 0.3–20 e⁻/px, stage 2: 0.2–3 e⁻/px)",
         "dose_range": [0.2, 20.0], "noise": "mixed", "seed": 2, "batch": 4, "patch": 128,
         "input_normalisation": "divide by the image mean (emcore.train.simulated.normalise)",
-        "started_from": started_from_card("unet", converted=True),
+        "started_from": started_from_card("unet", converted=True, weights=args.start),
     }
     out = Path(args.out)
     save_weights(net.cpu(), out, card)

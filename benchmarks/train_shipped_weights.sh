@@ -1,38 +1,52 @@
 #!/usr/bin/env bash
 # Trains the weights shipped in emcore/weights. Each run writes the weights and a JSON card
-# (command, steps, dose range, seed, validation PSNR). Check them with
-# benchmarks/bench_supervised.py (the reference Pt/CeO2 images are never used for training).
+# (command, steps, dose range, seed, validation PSNR, training set, what it started from).
+# Check them with benchmarks/bench_supervised.py and benchmarks/bench_supervised_stem.py (the
+# reference Pt/CeO2 and STEM images are never used for training).
 #
-# UNet: trained on the abTEM multislice Pt/CeO2 set (benchmarks/make_abtem_set.py, needs
-#   .venv-physics; see benchmarks/README_abtem.md). At equal steps it generalised better to
-#   the reference images than a UNet trained on the workbench's own phantoms (same command
-#   without --source physics), so it is the one shipped.
-# DnCNN: trained on the workbench's phantoms (simulation-based denoising, Mohan et al. 2022).
-#
-# The shipped files were trained on 2 shared CPU cores with wall-clock budgets (--max-seconds),
-# one thread each (OMP_NUM_THREADS=1); on a CUDA GPU raise --steps and drop the time limits.
+# The shipped UNet and DnCNN have a prior channel (emcore/methods/prior.py): they read the
+# self-calibrated Wiener filter of the whole frame and learn to correct it. They are made in
+# stages; the intermediate one-channel networks stay in runs/ (their cards are nested in the
+# shipped cards under "started_from"):
+#   1. the abTEM multislice set (benchmarks/make_abtem_set.py, needs .venv-physics; see
+#      benchmarks/README_abtem.md);
+#   2. a one-channel UNet on it, then a second stage from those weights;
+#   3. the bias-free UNet for the filter view, from the one-channel UNet (shipped: unet32_bf.pt);
+#   4. a one-channel DnCNN on the workbench's phantoms;
+#   5. the prior stage of both (shipped: unet32_prior.pt, dncnn_prior.pt): the new channel's input
+#      weights and the correction head start at zero, so training starts from the prior itself.
+# The shipped files were trained on 2 shared CPU cores with wall-clock budgets (--max-seconds);
+# on a CUDA GPU raise --steps and drop the time limits. (When the shipped files were made, steps
+# 3 and 5 used --finetune while the one-channel weights were the shipped ones; --start-from names
+# the same files.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 DEVICE=${DEVICE:-auto}
 mkdir -p runs
 [ -f runs/abtem_set.npz ] || .venv-physics/bin/python benchmarks/make_abtem_set.py --out runs/abtem_set.npz
+# 2. one-channel UNet, two stages
 $PY -m emcore train unet --source physics --steps "${UNET_STEPS:-3000}" --max-seconds "${MAX_SECONDS:-3600}" \
     --batch 4 --patch 128 --dose-min 0.3 --dose-max 20 --noise mixed --val-every 250 --seed 0 --device "$DEVICE" \
     --checkpoints runs/unet32_abtem --out runs/unet32_abtem.pt
-cp runs/unet32_abtem.pt emcore/weights/unet32_abtem.pt
-cp runs/unet32_abtem.pt.json emcore/weights/unet32_abtem.pt.json
-# Second stage: continue from those weights (--finetune starts from the shipped file) with a
-# fresh cosine schedule and another seed; on 2 quiet CPU cores, two threads, 45 minutes.
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} $PY -m emcore train unet --source physics --finetune --steps "${UNET_FT_STEPS:-10000}" \
-    --max-seconds "${FT_SECONDS:-2700}" --batch 4 --patch 128 --dose-min 0.3 --dose-max 20 --noise mixed \
-    --val-every 500 --seed 1 --device "$DEVICE" --checkpoints runs/unet32_abtem_ft --out runs/unet32_abtem_ft.pt
-cp runs/unet32_abtem_ft.pt emcore/weights/unet32_abtem.pt
-cp runs/unet32_abtem_ft.pt.json emcore/weights/unet32_abtem.pt.json
-# Bias-free UNet for the filter view: starts from the UNet just shipped with its additive
-# constants dropped, then two stages on the workbench's phantoms (see the script).
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} $PY -m emcore train unet --source physics --start-from runs/unet32_abtem.pt \
+    --steps "${UNET_FT_STEPS:-10000}" --max-seconds "${FT_SECONDS:-2700}" --batch 4 --patch 128 --dose-min 0.3 \
+    --dose-max 20 --noise mixed --val-every 500 --seed 1 --device "$DEVICE" --checkpoints runs/unet32_abtem_ft \
+    --out runs/unet32_abtem_ft.pt
+# 3. bias-free UNet (two stages on the workbench's phantoms, see the script)
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} $PY benchmarks/train_bias_free_unet.py --device "$DEVICE" \
-    --out emcore/weights/unet32_bf.pt
+    --start runs/unet32_abtem_ft.pt --out emcore/weights/unet32_bf.pt
+# 4. one-channel DnCNN on the phantoms
 $PY -m emcore train dncnn --steps "${DNCNN_STEPS:-4000}" --max-seconds "${MAX_SECONDS:-3600}" --batch 8 --patch 64 \
     --dose-min 0.3 --dose-max 20 --noise mixed --val-every 250 --seed 0 --device "$DEVICE" \
-    --checkpoints runs/dncnn --out emcore/weights/dncnn_sbd.pt
+    --checkpoints runs/dncnn --out runs/dncnn_sbd.pt
+# 5. the prior stage, both networks side by side on one thread each (110 min each on 2 shared cores)
+OMP_NUM_THREADS=1 $PY -m emcore train unet --source physics --prior wiener --start-from runs/unet32_abtem_ft.pt \
+    --steps 6000 --max-seconds "${PRIOR_SECONDS:-6600}" --batch 4 --patch 128 --lr 5e-4 --dose-min 0.1 --dose-max 20 \
+    --noise mixed --val-every 250 --seed 2 --device "$DEVICE" --checkpoints runs/unet_prior_ck \
+    --out emcore/weights/unet32_prior.pt &
+OMP_NUM_THREADS=1 $PY -m emcore train dncnn --source physics --prior wiener --start-from runs/dncnn_sbd.pt \
+    --steps 2000 --max-seconds "${PRIOR_SECONDS:-6600}" --batch 4 --patch 96 --lr 5e-4 --dose-min 0.1 --dose-max 20 \
+    --noise mixed --val-every 200 --seed 3 --device "$DEVICE" --checkpoints runs/dncnn_prior_ck \
+    --out emcore/weights/dncnn_prior.pt &
+wait

@@ -215,6 +215,8 @@ def _cmd_train(args) -> int:
         if values["clean"]:
             clean = io.load(values["clean"], kind=dataset.kind).data
     more = {} if args.max_seconds is None else {"max_seconds": args.max_seconds}
+    if args.start_from:
+        values["finetune"] = True
     plan = TrainingPlan.from_params(method.name, values, seed=args.seed, device=args.device, scales=args.scales,
                                     base=args.base, depth=args.depth, width=args.width, bias_free=args.bias_free,
                                     freeze_norm=args.freeze_norm, val_every=args.val_every,
@@ -245,7 +247,8 @@ def _cmd_train(args) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, ask_stop)
     trained = train_network(plan, dataset, clean=clean, out=args.out, progress=progress, should_stop=lambda: bool(stop),
-                            checkpoint_dir=args.checkpoints, resume=args.resume, command=command)
+                            checkpoint_dir=args.checkpoints, resume=args.resume, command=command,
+                            start_from=args.start_from)
     card = trained.card
     print(json.dumps({"weights": str(trained.path), **{k: card[k] for k in ("model", "steps", "status", "validation_psnr_db", "seconds")}},
                      default=_jsonable))
@@ -344,6 +347,8 @@ def build_parser(training: bool = True) -> argparse.ArgumentParser:
                    "with --finetune it starts from the shipped biased weights, additive constants dropped")
     t.add_argument("--freeze-norm", action="store_true", help="bias-free only: divide by the running, not the "
                    "batch, standard deviation while training (steadier with small batches)")
+    t.add_argument("--start-from", metavar="WEIGHTS", help="fine-tune from this weights file instead of the shipped "
+                   "one (implies --finetune; the card records it)")
     t.add_argument("--prior", choices=["wiener"], default=None, help="give the network a prior channel: the "
                    "self-calibrated Wiener filter of the whole frame, which the network corrects (--source physics)")
     t.add_argument("--field-size", type=int, default=512, help="side of the whole fields the prior is computed on")

@@ -151,7 +151,9 @@ if trained:
                            help="Use them later with 'A weights file', or from the CLI: "
                                 f"python -m emcore denoise FILE --method {last['method']} --set weights=FILE")
 # How the last result chose: Auto's ranking, or a method's self-calibration curve.
-chosen = next((r for r in reversed(done) if r["artifacts"].get("auto") or r["artifacts"].get("calibration")), None)
+# Auto's other results come after its own entry and carry "from_auto": the run is Auto's.
+chosen = next((r for r in reversed(done) if (r["artifacts"].get("auto") or r["artifacts"].get("calibration"))
+               and not r.get("from_auto")), None)
 if chosen is not None and chosen["artifacts"].get("auto"):
     auto = chosen["artifacts"]["auto"]
     st.subheader(f"Auto's ranking ({chosen['label']})")

@@ -144,8 +144,10 @@ st.markdown(
 )
 st.markdown(
     "What the networks shipped here show (measured with the workbench's own benchmark of this view). "
-    "The standard UNet has biases: part of its output does not come from the filter at all, and the view says "
-    "how much. Its **bias-free** twin (Denoise page, UNet, *Shipped weights: bias-free*) has no such part — its "
+    "The standard UNet and DnCNN also read a second input, the Wiener filter of the whole image (their *prior*, "
+    "which they correct); the view holds that prior fixed and shows what the correction takes from the noisy "
+    "pixels around the one you click. They also have biases: part of their output does not come from the filter "
+    "at all, and the view says how much. The UNet's **bias-free** twin (Denoise page, UNet, *Shipped weights: bias-free*) has no such part — its "
     "output is exactly J(x) x, as in Mohan et al.'s study. On the built-in example from 2 to 20 e⁻/px, its "
     "filter in vacuum is about 1.2–1.3 times wider than on the crystal, and on the crystal its far weights sit "
     "on atomic columns 1.5–1.8 times more often than chance. At 1 e⁻/px and below, both filters spread about "

@@ -320,7 +320,8 @@ def collect_finished_jobs() -> list[str]:
             if auto:  # Auto ran several methods: every result goes to Compare, not only the best
                 for name, other in auto["results"].items():
                     if name != res.params.get("chosen"):
-                        add_result(other, token=job.meta.get("dataset_token"), label=f"{name} (from {entry['label']})")
+                        side = add_result(other, token=job.meta.get("dataset_token"), label=f"{name} (from {entry['label']})")
+                        side["from_auto"] = entry["id"]  # the Denoise page explains the Auto run, not this part
             verb = "was stopped; partial result kept as" if job.state == "stopped" else "finished:"
             notes.append(("success", f"{job.label} {verb} {entry['label']}: {job_time_words(job, res)}. "
                                      "See it on the Compare page."))

@@ -37,9 +37,10 @@ from emcore.methods.supervised_training import (  # noqa: F401  (TrainingPlan, T
 from emcore.progress import ProgressFn, StopFn
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-# The UNet trained on the abTEM multislice set generalised better to the reference Pt/CeO2
-# images than the one trained on the phantoms (benchmarks/bench_supervised.py; see the card).
-SHIPPED = {"dncnn": WEIGHTS_DIR / "dncnn_sbd.pt", "unet": WEIGHTS_DIR / "unet32_abtem.pt"}
+# Both read the self-calibrated Wiener prior of the whole frame (emcore.methods.prior) and were
+# trained on whole fields of the abTEM multislice set (benchmarks/train_shipped_weights.sh; the
+# cards nest the one-channel networks they started from).
+SHIPPED = {"dncnn": WEIGHTS_DIR / "dncnn_prior.pt", "unet": WEIGHTS_DIR / "unet32_prior.pt"}
 # Bias-free weights (benchmarks/train_bias_free_unet.py): the output is exactly the filter the
 # Jacobian view shows, f(x) = J(x) x; chosen with the parameter shipped="bias-free".
 SHIPPED_BIAS_FREE = {"unet": WEIGHTS_DIR / "unet32_bf.pt"}
@@ -289,6 +290,8 @@ def _trained_line(trained: TrainedNetwork) -> str:
 # 17 full-resolution layers cost about four times the UNet's pyramid (measured on 512×512).
 _INFER_SECONDS = {"dncnn": 8e-6, "unet": 2e-6}
 _STEP_SECONDS = {"dncnn": 2e-5, "unet": 5e-6}
+# The self-calibrated Wiener prior of a whole frame: about 0.6 s for 512×512 on 2 cores.
+_PRIOR_SECONDS = 2.5e-6
 
 
 def _estimate(name: str):
@@ -300,7 +303,7 @@ def _estimate(name: str):
         tile, step = int(params["tile"]), max(int(params["tile"]) // 2, int(params["tile"]) - int(params["overlap"]))
         tiled = (max(1, -(-(h - tile) // step) + 1) * tile if h > tile else h) * \
             (max(1, -(-(w - tile) // step) + 1) * tile if w > tile else w)
-        total = _INFER_SECONDS[name] * frames * tiled
+        total = _INFER_SECONDS[name] * frames * tiled + _PRIOR_SECONDS * frames * h * w
         if params["weights_source"] == "train":
             train = _STEP_SECONDS[name] * params["steps"] * params["batch_size"] * params["patch_size"] ** 2
             total += train if params["max_minutes"] is None else min(train, 60.0 * params["max_minutes"])
@@ -335,8 +338,10 @@ def _unet_figure() -> LessonFigure:
 _MOHAN = ("S. Mohan, R. Manzorro, J. L. Vincent et al., “Deep denoising for scientific discovery: a case study in "
           "electron microscopy”, *IEEE Trans. Comput. Imaging* 8, 585–597 (2022).")
 DNCNN_LESSON = Lesson(
-    assumes="Images like the training images, with noise like the training noise. The network learns the "
-            "*noise* (residual learning): it predicts noisy − clean and subtracts it.",
+    assumes="Images like the training images, with noise like the training noise. The original DnCNN learns "
+            "the *noise* (residual learning): it predicts noisy − clean and subtracts it. The shipped one reads "
+            "the self-calibrated Wiener filter of the whole image as a second channel and learns the correction "
+            "to add to it.",
     needs="Training pairs of noisy and clean images. The workbench ships weights trained on simulated "
           "HRTEM images (simulation-based denoising), so using them needs no training; training your own "
           "takes far longer, and a GPU does it many times faster than a CPU.",
@@ -354,8 +359,9 @@ DNCNN_LESSON = Lesson(
 )
 UNET_LESSON = Lesson(
     assumes="As DnCNN: images and noise like those it was trained on. The UNet looks at the image at four "
-            "resolutions, so each output pixel sees 116 px around it — several lattice periods — and can "
-            "use the repetition of the crystal.",
+            "resolutions, so each output pixel sees 116 px around it — several lattice periods. The shipped "
+            "network also reads a prior: the self-calibrated Wiener filter of the whole image, which uses every "
+            "period of the lattice in the field; the UNet corrects it where the structure does not repeat.",
     needs="Training pairs (shipped weights trained on simulated HRTEM pairs, as in Mohan et al. 2022). "
           "Using the shipped weights needs no training; training your own takes far longer, many times "
           "faster on a GPU than on a CPU.",
@@ -377,18 +383,21 @@ _COST_HINT = ("Training takes most of the time: fewer steps, a time limit, fine-
 register(Method(
     name="dncnn",
     label="DnCNN",
-    description="A 17-layer residual CNN trained on simulated noisy/clean HRTEM pairs; use the shipped "
-                "weights at once, or train it on your own data.",
+    description="A 17-layer CNN trained on simulated noisy/clean HRTEM pairs that corrects the self-calibrated "
+                "Wiener filter of the whole image; use the shipped weights at once, or train it on your own data.",
     kind="supervised",
     accepts=("image", "stack"),
     params=_common_params("dncnn"),
     run=lambda ds, p, ctx: _run_supervised(ds, p, ctx, "dncnn"),
     uses_torch=True,
-    details="DnCNN (Zhang, Zuo, Chen, Meng & Zhang, IEEE TIP 2017) learns the noise with 17 layers of 3×3 "
-            "convolutions, batch normalisation and ReLU (receptive field 35 px). The shipped weights were "
-            "trained on HRTEM phantoms simulated by the workbench at 0.3–20 e⁻/px with Poisson and "
-            "Poisson–Gaussian noise (simulation-based denoising, Mohan et al., IEEE TCI 2022). Images are "
-            "divided by their mean first, so any intensity scale works. Stacks are denoised frame by frame.",
+    details="DnCNN (Zhang, Zuo, Chen, Meng & Zhang, IEEE TIP 2017): 17 layers of 3×3 convolutions, batch "
+            "normalisation and ReLU (receptive field 35 px). The shipped network reads two channels — the noisy "
+            "image and the self-calibrated Fourier Wiener filter of the whole frame (its prior: each lattice "
+            "reflection averaged over the whole field) — and returns the prior plus a learned local correction. "
+            "Trained on whole fields of multislice HRTEM images of Pt on CeO₂ (abTEM) at 0.1–20 e⁻/px with "
+            "Poisson and Poisson–Gaussian noise (simulation-based denoising, Mohan et al., IEEE TCI 2022). "
+            "Images are divided by their mean first, so any intensity scale works. Stacks are denoised frame by "
+            "frame.",
     estimate_seconds=_estimate("dncnn"),
     filter_view=FilterViewSpec(),
     lesson=DNCNN_LESSON,
@@ -398,8 +407,9 @@ register(Method(
 register(Method(
     name="unet",
     label="UNet",
-    description="A 4-scale UNet (32 base channels) trained on multislice-simulated noisy/clean HRTEM "
-                "pairs; sees 116 px around each pixel, enough for several lattice periods.",
+    description="A 4-scale UNet (32 base channels) trained on multislice-simulated noisy/clean HRTEM pairs; "
+                "sees 116 px around each pixel and corrects the self-calibrated Wiener filter of the whole image, "
+                "which sees every lattice period of the field.",
     kind="supervised",
     accepts=("image", "stack"),
     params=_common_params("unet"),
@@ -407,10 +417,14 @@ register(Method(
     uses_torch=True,
     details="UNet (Ronneberger, Fischer & Brox, MICCAI 2015) as used for HRTEM by Mohan et al. (IEEE TCI "
             "2022): an encoder–decoder over 4 resolutions with skip connections, replication padding and "
-            "bilinear upsampling. The shipped weights were trained on multislice HRTEM images of a Pt "
-            "nanoparticle on CeO₂ computed with abTEM (many defoci, thicknesses and small tilts, as Mohan et "
-            "al. built theirs) with fresh Poisson and Poisson–Gaussian noise at 0.3–20 e⁻/px; large images "
-            "run in overlapping 400-px tiles.",
+            "bilinear upsampling. The shipped network reads two channels: the noisy image and the "
+            "self-calibrated Fourier Wiener filter of the whole frame (its prior channel, computed before "
+            "tiling), and returns that prior plus a learned correction — the Wiener filter averages each "
+            "lattice reflection over the whole field but smears what does not repeat (surfaces, vacuum, "
+            "defects), which the UNet fixes locally. Trained on whole fields of multislice HRTEM images of a Pt "
+            "nanoparticle on CeO₂ computed with abTEM (many defoci, thicknesses and small tilts, as Mohan et al. "
+            "built theirs) with fresh Poisson and Poisson–Gaussian noise at 0.1–20 e⁻/px; large images run in "
+            "overlapping 400-px tiles.",
     estimate_seconds=_estimate("unet"),
     filter_view=FilterViewSpec(),
     lesson=UNET_LESSON,
@@ -419,9 +433,9 @@ register(Method(
 
 
 # -- training ------------------------------------------------------------------------------
-def started_from_card(name: str, converted: bool = False) -> dict:
-    """What a weights card records of the shipped weights a training run started from."""
-    card = {"weights": SHIPPED[name].name, "card": weights_card(name)}
+def started_from_card(name: str, converted: bool = False, weights: str | os.PathLike | None = None) -> dict:
+    """What a weights card records of the weights a training run started from (the shipped ones by default)."""
+    card = {"weights": Path(weights).name if weights else SHIPPED[name].name, "card": weights_card(name, weights)}
     if converted:
         card["converted"] = "bias-free: additive constants of the shipped weights dropped"
     return card
@@ -438,6 +452,7 @@ def train_network(
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     command: str | None = None,
+    start_from: str | os.PathLike | None = None,
 ) -> TrainedNetwork:
     """Train a DnCNN or UNet and write its weights file with a JSON card beside it.
 
@@ -456,6 +471,8 @@ def train_network(
         Best/last checkpoints, and continuing from the last one.
     command : str, optional
         The command line to record in the card.
+    start_from : path, optional
+        With ``plan.start_from_shipped``: fine-tune from this weights file instead of the shipped one.
 
     Returns
     -------
@@ -463,12 +480,12 @@ def train_network(
         ``path`` of the weights, the ``card`` (also written to ``<path>.json``) and the
         :class:`emcore.train.TrainResult` (``status`` "done", "stopped" or "diverged").
     """
-    shipped = load_network(plan.model) if plan.start_from_shipped else None
+    shipped = load_network(plan.model, start_from) if plan.start_from_shipped else None
     if shipped is not None and getattr(shipped, "prior", False) and not plan.prior:
         from dataclasses import replace
 
         plan = replace(plan, prior="wiener")  # fine-tuning keeps the shipped network's prior channel
-    return fit_network(plan, dataset, shipped=shipped, started_from=lambda c: started_from_card(plan.model, c),
+    return fit_network(plan, dataset, shipped=shipped, started_from=lambda c: started_from_card(plan.model, c, start_from),
                        clean=clean, out=out, progress=progress, should_stop=should_stop,
                        checkpoint_dir=checkpoint_dir, resume=resume, command=command)
 

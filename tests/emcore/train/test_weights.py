@@ -64,12 +64,12 @@ def _malformed(tmp_path, case: str) -> tuple[str, str]:
                 "its model setting 'width' is the number nan, not a plain finite value")
     if case == "wrong_shape":
         return (_spoil(tmp_path, "w.pt", state_dict=_state(**{FIRST: torch.zeros(3)})),
-                f"does not fit this DnCNN: 1 of another shape, such as '{FIRST}' (3,) instead of (64, 1, 3, 3)")
+                f"does not fit this DnCNN: 1 of another shape, such as '{FIRST}' (3,) instead of (64, 2, 3, 3)")
     if case == "not_a_tensor":
         return (_spoil(tmp_path, "w.pt", state_dict=_state(**{FIRST: "weights"})),
                 f"its weights '{FIRST}' are the text 'weights', not a tensor of real numbers")
     if case == "integer_tensor":
-        return (_spoil(tmp_path, "w.pt", state_dict=_state(**{FIRST: torch.zeros(64, 1, 3, 3, dtype=torch.int32)})),
+        return (_spoil(tmp_path, "w.pt", state_dict=_state(**{FIRST: torch.zeros(64, 2, 3, 3, dtype=torch.int32)})),
                 f"1 of another number type, such as '{FIRST}' int32 instead of float32")
     if case == "nan_tensor":
         return (_spoil(tmp_path, "w.pt", state_dict=_state(**{FIRST: torch.full((64, 1, 3, 3), float("nan"))})),
