@@ -77,10 +77,11 @@ PRESETS: dict[str, dict[str, dict]] = {
         # Tuned on crop 1: a U-Net of base 16 for 2000 steps reaches the PSNR of base 32 for
         # 1500 steps (28.8 vs 29.0 dB) at half the compute; the MMSE average of 50
         # sub-samplings adds 0.8 dB over 8 for 3 % of the time.
-        # With the Wiener prior channel (the default) the network starts from the prior and 600
-        # steps reached 31.6 dB on crop 2 (Poisson-Gaussian) and 25.1 dB at Poisson 1 e/px, against
-        # 24.3 / 18.8 dB for BM3D (benchmarks/RESULTS.md, 2026-12-07 session 2); "prior_steps" is
-        # the step count used then, "steps" the one without the prior.
+        # With the Wiener prior channel (the default) the network starts from the prior: 600 steps
+        # gave a median 31.9 dB on the four crops (Poisson-Gaussian), BM3D given the true noise
+        # 24.5 dB, the Wiener prior alone 30.65 dB, for 170-215 CPU-s of one thread
+        # (benchmarks/RESULTS.md, 2026-12-07 session 2); "prior_steps" is the step count used
+        # then, "steps" the one without the prior.
         "fast": dict(steps=2000, prior_steps=600, batch_size=8, patch_size=128, lr=1e-3, schedule="onecycle",
                      mmse_samples=PAPER_MMSE_SAMPLES, scales=4, base=16, features=16),
         "quality": dict(steps=PAPER_STEPS, batch_size=PAPER_BATCH, patch_size=PAPER_PATCH, lr=PAPER_LR,
