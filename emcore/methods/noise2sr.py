@@ -392,8 +392,8 @@ register(Method(
             "image (self-calibrated once), which averages every lattice reflection over the whole field; it is "
             "made from the kept pixels only, so the training stays blind to the pixels the loss is taken on, and "
             "the network starts from it and learns the correction (prior 'off' gives the paper's network). On "
-            "512×512 crops of the multislice Pt/CeO2 images (benchmarks/RESULTS.md) the fast preset with the prior "
-            "beats BM3D given the true noise level by 6–7 dB.",
+            "512×512 crops of multislice Pt/CeO2 images with Poisson–Gaussian noise the fast preset with the prior "
+            "reached 31.9 dB, against 24.5 dB for BM3D given the true noise level and 30.7 dB for the prior alone.",
     quick={"steps": 2, "batch_size": 2, "patch_size": 32, "mmse_samples": 2},
     estimate_seconds=estimate("noise2sr"),
     filter_view=FilterViewSpec(),

@@ -204,8 +204,12 @@ def test_noise2sr_view_follows_fewer_sub_samplings_and_says_so(one_torch_thread)
     assert f.note == art["filter_note"] and f.note in describe_filter(f)
     assert f.output == pytest.approx(float(view[30, 33]), rel=1e-4, abs=1e-5)  # the cheaper function was followed
     # with no more sub-samplings than the view uses, the view follows the result's own function
-    few = denoise(ds, "noise2sr", seed=0, steps=2, batch_size=2, patch_size=32, mmse_samples=FILTER_VIEW_SAMPLES)
+    few = denoise(ds, "noise2sr", seed=0, steps=2, batch_size=2, patch_size=32, mmse_samples=FILTER_VIEW_SAMPLES,
+                  prior="off")
     assert "filter_apply" not in few.artifacts and pixel_filter(few, ds.data, 30, 33).note == ""
+    # ... and with the Wiener prior channel it is that function too, and the note says the prior is held fixed
+    held = denoise(ds, "noise2sr", seed=0, steps=2, batch_size=2, patch_size=32, mmse_samples=FILTER_VIEW_SAMPLES)
+    assert held.artifacts["filter_apply"] is held.artifacts["apply"] and "prior" in pixel_filter(held, ds.data, 30, 33).note
 
 
 def test_description_separates_a_darkening_filter_from_a_network_offset():
