@@ -163,19 +163,26 @@ def _run_supervised(ds: Dataset, params: dict, ctx: RunContext, name: str) -> np
     scales, priors = [], []
     with_prior = bool(getattr(net, "prior", False))
     for i, frame in enumerate(frames):
-        x, scale = normalise(frame)
-        scales.append(scale)
         if with_prior:
-            # The prior of the whole frame, before tiling: its strength is the whole field.
+            # The prior of the whole frame, before tiling: its strength is the whole field. The
+            # scale is normalise's (the frame's mean) without its copy of the frame: on an 8192²
+            # image every whole-frame copy is 256 MiB.
             from emcore.methods.prior import network_input, wiener_prior
 
+            m = float(np.mean(frame))
+            scale = m if m > 1e-12 else 1.0
             prior, chosen = wiener_prior(frame)
-            priors.append(prior)
+            if i == 0:
+                priors.append(prior)  # the filter view's (first frame only)
             x = network_input(frame, prior, scale)
+            del prior
             if i == 0:
                 ctx.log.append(f"Prior channel: the self-calibrated Wiener filter of the whole frame (window "
                                f"{chosen.get('window')} px), which the network corrects.")
                 ctx.resolved.update(prior_window=chosen.get("window"))
+        else:
+            x, scale = normalise(frame)
+        scales.append(scale)
         y = tiled_apply(model, x, tile=tile, step=step, batch=4 if device.type == "cpu" else 16, device=device,
                         multiple=mult, progress=_frame_progress(ctx.progress, i, len(frames)),
                         should_stop=ctx.should_stop, channels=with_prior)

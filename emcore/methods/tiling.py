@@ -36,6 +36,13 @@ def axis_plan(n: int, tile: int, step: int, multiple: int = 1) -> tuple[int, int
     return tile, padded, [i * step for i in range(count)]
 
 
+def _reflect_index(padded: int, n: int) -> np.ndarray:
+    """Source index of each position of an axis of length ``n`` padded to ``padded`` by
+    reflection (numpy's "reflect": the edge pixel not repeated); needs ``padded - n < n``."""
+    i = np.arange(padded)
+    return np.where(i < n, i, 2 * (n - 1) - i)
+
+
 def tile_weights(length: int, overlap: int, guard: int, first: bool, last: bool) -> np.ndarray:
     """1-D blending weights of one tile along one axis.
 
@@ -147,10 +154,24 @@ def tiled_apply(
     H, W = img.shape[-2:]
     th, ph, ys = axis_plan(H, tile, step, multiple)
     tw, pw, xs = axis_plan(W, tile, step, multiple)
-    pad = ((0, 0),) * (img.ndim - 2) + ((0, ph - H), (0, pw - W))
-    padded = np.pad(img, pad, mode="reflect" if min(H, W) > 1 else "edge") if (ph, pw) != (H, W) else img
-    if not channels:
-        padded = padded[None]
+    src = img if channels else img[None]
+    if (ph, pw) == (H, W) or (ph - H < H and pw - W < W and min(H, W) > 1):
+        # Each tile is cut with the reflection applied to its own indices (the same pixels as
+        # padding the whole image by reflection): no padded copy of a large image in memory.
+        rows = _reflect_index(ph, H)
+        cols = _reflect_index(pw, W)
+
+        def cut(y: int, x: int) -> np.ndarray:
+            r, c = rows[y:y + th], cols[x:x + tw]
+            if r[-1] - r[0] == th - 1 and c[-1] - c[0] == tw - 1:  # inside the image: a view
+                return src[:, r[0]:r[0] + th, c[0]:c[0] + tw]
+            return src[:, r[:, None], c[None, :]]
+    else:  # tiny images, padded by more than their own size: numpy's repeated reflection
+        pad = ((0, 0), (0, ph - H), (0, pw - W))
+        padded = np.pad(src, pad, mode="reflect" if min(H, W) > 1 else "edge")
+
+        def cut(y: int, x: int) -> np.ndarray:
+            return padded[:, y:y + th, x:x + tw]
     wy = [tile_weights(th, overlap if len(ys) > 1 else 0, guard, i == 0, i == len(ys) - 1) for i in range(len(ys))]
     wx = [tile_weights(tw, overlap if len(xs) > 1 else 0, guard, i == 0, i == len(xs) - 1) for i in range(len(xs))]
     out = np.zeros((ph, pw), dtype=np.float32)
@@ -162,7 +183,7 @@ def tiled_apply(
             if should_stop is not None and should_stop():
                 raise Stopped(f"Stopped on request after {k} of {len(jobs)} tiles.")
             chunk = jobs[k:k + batch]
-            tiles = np.stack([padded[:, ys[iy]:ys[iy] + th, xs[ix]:xs[ix] + tw] for iy, ix in chunk])
+            tiles = np.stack([cut(ys[iy], xs[ix]) for iy, ix in chunk])
             oom = False
             try:
                 result = fn(torch.from_numpy(tiles).to(device))
