@@ -270,6 +270,18 @@ def open_lazy(
 # ---------------------------------------------------------------------------------------
 # readers: an object with shape, dtype and __getitem__, which dask.array.from_array wraps
 # ---------------------------------------------------------------------------------------
+def _split_first_axis(key, n: int) -> tuple[tuple[int, int, int], tuple]:
+    """``key`` of ``array[key]`` split into the range along the first axis (start, stop, step) and
+    the key to apply to the rows read (an integer first index keeps its axis dropped)."""
+    key = key if isinstance(key, tuple) else (key,)
+    first = key[0] if key else slice(None)
+    if isinstance(first, (int, np.integer)):
+        first, key = slice(int(first), int(first) + 1), (0,) + tuple(key[1:])
+    else:
+        key = (slice(None),) + tuple(key[1:])
+    return first.indices(n), key
+
+
 class _RowFile:
     """Rows (first-axis slices) of a C-ordered raw array in a file, read with plain reads."""
 
@@ -278,13 +290,7 @@ class _RowFile:
         self.shape, self.dtype, self.ndim = tuple(int(n) for n in shape), np.dtype(dtype), len(shape)
 
     def __getitem__(self, key):
-        key = key if isinstance(key, tuple) else (key,)
-        first = key[0] if key else slice(None)
-        if isinstance(first, (int, np.integer)):
-            first, key = slice(int(first), int(first) + 1), (0,) + tuple(key[1:])
-        else:
-            key = (slice(None),) + tuple(key[1:])
-        start, stop, step = first.indices(self.shape[0])
+        (start, stop, step), key = _split_first_axis(key, self.shape[0])
         n = max(0, stop - start)
         row = math.prod(self.shape[1:]) * self.dtype.itemsize
         buf = np.empty((n,) + self.shape[1:], self.dtype)
@@ -307,13 +313,7 @@ class _TiffPages:
     def __getitem__(self, key):
         import tifffile
 
-        key = key if isinstance(key, tuple) else (key,)
-        first = key[0] if key else slice(None)
-        if isinstance(first, (int, np.integer)):
-            first, key = slice(int(first), int(first) + 1), (0,) + tuple(key[1:])
-        else:
-            key = (slice(None),) + tuple(key[1:])
-        start, stop, step = first.indices(self.shape[0])
+        (start, stop, step), key = _split_first_axis(key, self.shape[0])
         pages = list(range(start, stop, step))
         if not pages:
             return np.empty((0,) + self.shape[1:], self.dtype)[key]
