@@ -206,16 +206,14 @@ def _run_supervised(ds: Dataset, params: dict, ctx: RunContext, name: str) -> np
             p = _p[r0:r0 + t.shape[0], c0:c0 + t.shape[1]].to(t.dtype)
             return _m(torch.stack([t / _s, p])[None])[0, 0] * _s
 
-        def apply(t, _at=apply_at):  # noqa: F811 - the whole frame: the window at the origin
-            return _at(t, 0, 0)
-
-        extra = {"apply_at": apply_at,
+        extra = {"apply_at": apply_at, "apply": lambda t: apply_at(t, 0, 0),  # the whole frame: window at 0, 0
                  "filter_note": "The network also reads the Wiener filter of the whole image (its prior channel), "
                                 "held fixed here: the weights show what its correction takes from the noisy pixels "
                                 "around this one; the prior itself averages each lattice reflection over the whole "
                                 "image (see the Wiener filter's lesson)."}
     ctx.artifacts.update(apply=apply, receptive_field=int(net.receptive_field()), min_size=mult,
-                         network=MODEL_CLASS[name], **extra)
+                         network=MODEL_CLASS[name])
+    ctx.artifacts.update(extra)
     return out if ds.kind == "stack" else out[0]
 
 
