@@ -59,8 +59,12 @@ class _UpConv(nn.Module):
     The 1x1 convolution is *computed* before the upsampling: both are linear, the 1x1 acts
     on channels only and the bilinear weights act on space only (and sum to one), so
     ``conv1x1(upsample(h)) == upsample(conv1x1(h))`` exactly, and the latter costs a quarter
-    of the multiply-adds and upsamples half the channels.
+    of the multiply-adds and upsamples half the channels. For the same reason (a per-channel
+    affine map commutes with the upsampling, whose weights sum to one) an eval-mode ``norm``
+    may be folded into ``conv``: ``FOLDABLE_NORM``.
     """
+
+    FOLDABLE_NORM = True
 
     def __init__(self, c_in: int, c_out: int, bias: bool) -> None:
         super().__init__()

@@ -22,16 +22,25 @@ from emcore.train.loop import _empty_cache, _is_oom
 # ---------------------------------------------------------------------- inference
 
 
-def axis_plan(n: int, tile: int, step: int, multiple: int = 1) -> tuple[int, int, list[int]]:
+def axis_plan(n: int, tile: int, step: int, multiple: int = 1, fit: bool = False) -> tuple[int, int, list[int]]:
     """Tile length, padded length and tile starts along one axis of length ``n``.
 
     One tile (rounded up to ``multiple``, for networks that downsample) when ``n <= tile``;
     otherwise tiles of ``tile`` every ``step``, the last one reaching past ``n`` (padding).
+    ``fit=True`` keeps the number of tiles and the overlap ``tile - step`` but shrinks the
+    tiles (to a multiple of ``multiple``, never below twice the overlap) until they just cover
+    ``n``: a 2048-px side in 1024-px tiles overlapping by 128 px is then three 768-px tiles
+    (2304 px computed) instead of three 1024-px ones (3072 px).
     """
     if n <= tile:
         t = -(-n // multiple) * multiple
         return t, t, [0]
     count = -(-(n - tile) // step) + 1
+    if fit:
+        overlap = tile - step
+        t = -(-(n + (count - 1) * overlap) // count)  # count tiles of t, overlapping by `overlap`, cover n
+        t = min(tile, -(-max(t, 2 * overlap) // multiple) * multiple)
+        tile, step = t, t - overlap
     padded = tile + (count - 1) * step
     return tile, padded, [i * step for i in range(count)]
 
@@ -152,8 +161,8 @@ def tiled_apply(
     device = torch.device(device)
 
     H, W = img.shape[-2:]
-    th, ph, ys = axis_plan(H, tile, step, multiple)
-    tw, pw, xs = axis_plan(W, tile, step, multiple)
+    th, ph, ys = axis_plan(H, tile, step, multiple, fit=True)
+    tw, pw, xs = axis_plan(W, tile, step, multiple, fit=True)
     src = img if channels else img[None]
     if (ph, pw) == (H, W) or (ph - H < H and pw - W < W and min(H, W) > 1):
         # Each tile is cut with the reflection applied to its own indices (the same pixels as
