@@ -179,14 +179,16 @@ def _run_supervised(ds: Dataset, params: dict, ctx: RunContext, name: str) -> np
             # The prior of the whole frame, before tiling: its strength is the whole field. The
             # scale is normalise's (the frame's mean) without its copy of the frame: on an 8192²
             # image every whole-frame copy is 256 MiB.
-            from emcore.methods.prior import network_input, wiener_prior
+            from emcore.methods.prior import wiener_prior
 
             m = float(np.mean(frame))
             scale = m if m > 1e-12 else 1.0
             prior, chosen = wiener_prior(frame)
             if i == 0:
                 priors.append(prior)  # the filter view's (first frame only)
-            x = network_input(frame, prior, scale)
+            # The two channels are cut tile by tile from the frame and its prior (no 2-channel
+            # copy of the frame) and divided by the scale on each tile, as network_input would.
+            x = (frame, prior)
             del prior
             if i == 0:
                 ctx.log.append(f"Prior channel: the self-calibrated Wiener filter of the whole frame (window "
@@ -195,11 +197,14 @@ def _run_supervised(ds: Dataset, params: dict, ctx: RunContext, name: str) -> np
         else:
             x, scale = normalise(frame)
         scales.append(scale)
+        fn = (lambda t, _m=model, _s=np.float32(scale): _m(t / _s)) if with_prior else model
         with heap_allocation():  # large activations reused, not faulted in again (2x on a CPU)
-            y = tiled_apply(model, x, tile=tile, step=step, batch=_tile_batch(tile, device.type), device=device,
+            y = tiled_apply(fn, x, tile=tile, step=step, batch=_tile_batch(tile, device.type), device=device,
                             multiple=mult, progress=_frame_progress(ctx.progress, i, len(frames)),
                             should_stop=ctx.should_stop, channels=with_prior)
-        out[i] = y * scale
+        del x
+        np.multiply(y, scale, out=out[i])
+        del y
     ctx.log.append(f"Inference in {tile}-px tiles every {step} px, each frame divided by its mean first.")
     scale0 = scales[0]
 

@@ -119,8 +119,9 @@ def tiled_apply(
         Progress per batch of tiles; a stop raises :class:`~emcore.errors.Stopped`.
     channels : bool
         ``image`` is one multi-channel image ``(C, H, W)`` (e.g. the noisy frame and a prior
-        estimate of it); ``fn`` gets ``[B, C, h, w]`` tiles and returns ``[B, 1, h, w]``; the
-        result is ``(H, W)``.
+        estimate of it), or a list of its ``C`` channels, each ``(H, W)``: the tiles are then
+        stacked from them one by one, with no ``(C, H, W)`` copy of a large image; ``fn``
+        gets ``[B, C, h, w]`` tiles and returns ``[B, 1, h, w]``; the result is ``(H, W)``.
 
     Returns
     -------
@@ -128,6 +129,9 @@ def tiled_apply(
         Tiles blended with raised-cosine weights that sum to 1 everywhere
         (:func:`tile_weights`), assembled in a float32 array on the CPU.
     """
+    if channels and isinstance(image, (list, tuple)):
+        return _apply_planes(fn, [np.asarray(a, dtype=np.float32) for a in image], tile, step, batch, device,
+                             multiple, guard, progress, should_stop)
     img = np.asarray(image, dtype=np.float32)
     if img.ndim < 2:
         raise EmcoreError(f"Tiled inference needs an image of at least two dimensions; got shape {img.shape}.")
@@ -146,6 +150,15 @@ def tiled_apply(
                 progress(Progress(step=i + 1, total=len(flat), elapsed=el, eta=el / (i + 1) * (len(flat) - i - 1),
                                   message=f"Frame {i + 1} of {len(flat)}."))
         return out.reshape(img.shape)
+    return _apply_planes(fn, list(img if channels else img[None]), tile, step, batch, device, multiple, guard,
+                         progress, should_stop)
+
+
+def _apply_planes(fn, planes: list[np.ndarray], tile, step, batch, device, multiple, guard, progress,
+                  should_stop) -> np.ndarray:
+    """:func:`tiled_apply` of one image given as its channels, each a 2-D float32 array."""
+    if not planes or any(p.ndim != 2 or p.shape != planes[0].shape for p in planes):
+        raise EmcoreError("Tiled inference of a multi-channel image needs channels of one and the same 2-D shape.")
     if multiple < 1 or batch < 1:
         raise EmcoreError("Tiled inference needs a batch and a size multiple of at least 1.")
     tile = -(-int(tile) // multiple) * multiple
@@ -160,10 +173,9 @@ def tiled_apply(
         device = params[0].device if params else torch.device("cpu")
     device = torch.device(device)
 
-    H, W = img.shape[-2:]
+    H, W = planes[0].shape
     th, ph, ys = axis_plan(H, tile, step, multiple, fit=True)
     tw, pw, xs = axis_plan(W, tile, step, multiple, fit=True)
-    src = img if channels else img[None]
     if (ph, pw) == (H, W) or (ph - H < H and pw - W < W and min(H, W) > 1):
         # Each tile is cut with the reflection applied to its own indices (the same pixels as
         # padding the whole image by reflection): no padded copy of a large image in memory.
@@ -172,12 +184,12 @@ def tiled_apply(
 
         def cut(y: int, x: int) -> np.ndarray:
             r, c = rows[y:y + th], cols[x:x + tw]
-            if r[-1] - r[0] == th - 1 and c[-1] - c[0] == tw - 1:  # inside the image: a view
-                return src[:, r[0]:r[0] + th, c[0]:c[0] + tw]
-            return src[:, r[:, None], c[None, :]]
+            if r[-1] - r[0] == th - 1 and c[-1] - c[0] == tw - 1:  # inside the image: views
+                return np.stack([p[r[0]:r[0] + th, c[0]:c[0] + tw] for p in planes])
+            return np.stack([p[r[:, None], c[None, :]] for p in planes])
     else:  # tiny images, padded by more than their own size: numpy's repeated reflection
         pad = ((0, 0), (0, ph - H), (0, pw - W))
-        padded = np.pad(src, pad, mode="reflect" if min(H, W) > 1 else "edge")
+        padded = np.pad(np.stack(planes), pad, mode="reflect" if min(H, W) > 1 else "edge")
 
         def cut(y: int, x: int) -> np.ndarray:
             return padded[:, y:y + th, x:x + tw]
@@ -219,4 +231,6 @@ def tiled_apply(
                 el = time.perf_counter() - t0
                 progress(Progress(step=k, total=len(jobs), elapsed=el, eta=el / k * (len(jobs) - k),
                                   message=f"Tile {k} of {len(jobs)}."))
+    if (ph, pw) == (H, W):
+        return out
     return out[:H, :W].copy()
