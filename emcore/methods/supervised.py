@@ -127,9 +127,18 @@ def save_uploaded_weights(name: str, data: bytes, upload_name: str, folder: str 
 
 
 # Default tiles of the supervised networks. On two CPU cores the shipped UNet denoises a 1024²
-# image in 3.8 s with these (one tile), 4.5 s in 400-px tiles overlapping by 50 px, and took
+# image in 3.8 s in one 1024-px tile, 4.5 s in 400-px tiles overlapping by 50 px, and took
 # 6.0 s before batch norms were folded and activations reused (benchmarks/bench_inference.py).
-TILE, OVERLAP = 1024, 128
+# A 1024-px tile holds about 0.95 GB of the UNet's activations (0.55 GB for DnCNN), a 768-px one
+# about 0.55 GB: frames above LARGE_FRAME pixels, whose whole-frame arrays (the frame, its prior,
+# the result: 256 MiB each at 8192²) already fill memory, get the smaller tile.
+TILE, LARGE_TILE, LARGE_FRAME, OVERLAP = 1024, 768, 4096 * 4096, 128
+
+
+def auto_tile(shape) -> int:
+    """The tile side used when none is given: :data:`TILE`, or :data:`LARGE_TILE` for large frames."""
+    h, w = (int(v) for v in shape[-2:])
+    return LARGE_TILE if h * w > LARGE_FRAME else TILE
 
 
 def _tile_batch(tile: int, device_type: str) -> int:
@@ -168,11 +177,13 @@ def _run_supervised(ds: Dataset, params: dict, ctx: RunContext, name: str) -> np
     # 2**(scales-1), so the tile is rounded up to one here (tiled_apply would do the same),
     # and the step is kept within [tile/2, tile] of the tile actually used. For tiles that
     # were accepted before, tile and step are unchanged.
-    asked = int(params["tile"])
+    asked = int(params["tile"] or auto_tile(ds.data.shape[-2:]))
+    if not params["tile"]:
+        ctx.resolved["tile"] = asked
     tile = -(-asked // mult) * mult
     step = min(tile, max(-(-tile // 2), asked // 2, asked - int(params["overlap"])))
     frames = ds.data if ds.kind == "stack" else ds.data[None]
-    out = np.empty(frames.shape, np.float32)
+    out = np.empty(frames.shape, np.float32) if len(frames) > 1 else None  # one image: the tiled result is it
     scales, priors = [], []
     with_prior = bool(getattr(net, "prior", False))
     for i, frame in enumerate(frames):
@@ -204,7 +215,11 @@ def _run_supervised(ds: Dataset, params: dict, ctx: RunContext, name: str) -> np
                             multiple=mult, progress=_frame_progress(ctx.progress, i, len(frames)),
                             should_stop=ctx.should_stop, channels=with_prior)
         del x
-        np.multiply(y, scale, out=out[i])
+        y *= np.float32(scale)
+        if out is None:
+            out = y[None]
+        else:
+            out[i] = y
         del y
     ctx.log.append(f"Inference in {tile}-px tiles every {step} px, each frame divided by its mean first.")
     scale0 = scales[0]
@@ -277,9 +292,10 @@ def _common_params(name: str) -> tuple[Param, ...]:
                   name, data, shown, folder),
               help=f"A weights file trained for this {MODEL_CLASS[name]} (python -m emcore train {name}, or "
                    "'Train now' on the Denoise page); when given, it is used whatever the weights source."),
-        Param("tile", "int", TILE, min=32, max=4096, label="Tile (px)", group="advanced",
-              help=f"Largest side of the tiles the image is cut into (memory stays bounded: a {TILE}-px tile "
-                   "needs about 0.6 GB on a CPU); the tiles are shrunk to just cover the image. Larger tiles "
+        Param("tile", "int", None, auto=True, min=32, max=4096, label="Tile (px)", group="advanced",
+              help=f"Largest side of the tiles the image is cut into; the tiles are shrunk to just cover the "
+                   f"image. Unset: {TILE} px, or {LARGE_TILE} px for frames above {LARGE_FRAME // 1_000_000} million "
+                   f"pixels (a {TILE}-px tile holds about 1 GB of the UNet's activations on a CPU). Larger tiles "
                    "are faster (less overlap computed twice); Mohan et al. 2022 used 400 px."),
         Param("overlap", "int", OVERLAP, min=0, max=2048, label="Tile overlap (px)", group="advanced",
               help="Overlap between neighbouring tiles, blended smoothly (at most half the tile); the default "
@@ -326,9 +342,12 @@ def _estimate(name: str):
 
         frames = shape[0] if kind == "stack" else 1
         h, w = shape[-2:]
-        tile, step = int(params["tile"]), max(int(params["tile"]) // 2, int(params["tile"]) - int(params["overlap"]))
-        tiled = (max(1, -(-(h - tile) // step) + 1) * tile if h > tile else h) * \
-            (max(1, -(-(w - tile) // step) + 1) * tile if w > tile else w)
+        from emcore.methods.tiling import axis_plan
+
+        tile = int(params["tile"] or auto_tile((h, w)))
+        step = max(tile // 2, tile - int(params["overlap"]))
+        (th, _, ys), (tw, _, xs) = axis_plan(h, tile, step, fit=True), axis_plan(w, tile, step, fit=True)
+        tiled = th * len(ys) * tw * len(xs)
         total = _INFER_SECONDS[name] * frames * tiled + _PRIOR_SECONDS * frames * h * w
         if params["weights_source"] == "train":
             train = _STEP_SECONDS[name] * params["steps"] * params["batch_size"] * params["patch_size"] ** 2

@@ -128,10 +128,11 @@ def test_fitted_tiles_still_match_the_whole_image_away_from_borders():
 
 def test_supervised_defaults_put_a_1024_image_in_one_tile():
     from emcore.methods.registry import get_method
-    from emcore.methods.supervised import OVERLAP, TILE, _tile_batch
+    from emcore.methods.supervised import OVERLAP, TILE, _tile_batch, auto_tile
 
     params = {p.name: p.default for p in get_method("unet").params}
-    assert (params["tile"], params["overlap"]) == (TILE, OVERLAP) == (1024, 128)
+    assert (params["tile"], params["overlap"]) == (None, OVERLAP) and (TILE, OVERLAP) == (1024, 128)
+    assert auto_tile((1024, 1024)) == auto_tile((3, 4096, 4096)) == 1024 and auto_tile((8192, 8192)) == 768
     assert axis_plan(1024, TILE, TILE - OVERLAP, 8, fit=True) == (1024, 1024, [0])
     assert _tile_batch(1024, "cpu") == 1 and _tile_batch(400, "cpu") == 4 and _tile_batch(400, "cuda") == 16
 
