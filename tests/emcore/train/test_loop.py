@@ -619,3 +619,34 @@ def test_cuda_memory_stays_bounded_across_steps():
     assert late <= early * 1.05 + 2**20, (early, late)  # no growth step after step
     peak = torch.cuda.max_memory_allocated()
     assert peak < 512 * 2**20  # a tiny net on 16 x 64^2 patches stays far below 0.5 GiB
+
+
+# --------------------------------------------------------------------------- ETA
+
+
+class SlowSource(SmoothSource):
+    """Each batch costs ``delay`` seconds more: the step rate is set by the test, not the machine."""
+
+    def __init__(self, delay: float):
+        super().__init__()
+        self.delay = delay
+
+    def batch(self, batch_size, patch_size, rng):
+        time.sleep(self.delay)
+        return super().batch(batch_size, patch_size, rng)
+
+
+def test_eta_comes_from_the_measured_step_rate():
+    def late_etas(delay: float) -> list[float]:
+        reports: list[Progress] = []
+        train(fresh_model(), SlowSource(delay), MSELoss(), fast_config(steps=24, batch_size=2, patch_size=16,
+                                                                        val_every=100), progress=reports.append)
+        late = [p for p in reports if p.eta is not None and 8 <= p.step <= 16]
+        assert late, "no progress report with an ETA mid-run"
+        # what is left at the measured rate of this run so far
+        for p in late:
+            assert p.eta == pytest.approx(p.elapsed / p.step * (24 - p.step), rel=0.6)
+        return [p.eta / (24 - p.step) for p in late]
+
+    fast, slow = late_etas(0.02), late_etas(0.10)
+    assert min(slow) > 2 * max(fast)  # five times slower steps: a proportionally longer ETA
