@@ -158,7 +158,7 @@ def _run_supervised(ds: Dataset, params: dict, ctx: RunContext, name: str) -> np
 
     from emcore.methods.fast_inference import heap_allocation, inference_copy
     from emcore.methods.tiling import tiled_apply
-    from emcore.train.simulated import normalise
+    from emcore.train.simulated import frame_scale
 
     weights = params.get("weights") or shipped_path(name, params.get("shipped", "standard"))
     net = load_network(name, weights)
@@ -184,37 +184,34 @@ def _run_supervised(ds: Dataset, params: dict, ctx: RunContext, name: str) -> np
     step = min(tile, max(-(-tile // 2), asked // 2, asked - int(params["overlap"])))
     frames = ds.data if ds.kind == "stack" else ds.data[None]
     out = np.empty(frames.shape, np.float32) if len(frames) > 1 else None  # one image: the tiled result is it
-    scales, priors = [], []
     with_prior = bool(getattr(net, "prior", False))
+    scale0 = prior0 = None  # the first frame's scale and prior, for the filter view
     for i, frame in enumerate(frames):
+        # The channels (the frame, and its whole-frame prior) are cut tile by tile and divided
+        # by the frame's scale on each tile, as normalise / network_input would, without a
+        # whole-frame copy: on an 8192² image every such copy is 256 MiB.
+        scale = frame_scale(frame)
+        planes = [frame]
         if with_prior:
-            # The prior of the whole frame, before tiling: its strength is the whole field. The
-            # scale is normalise's (the frame's mean) without its copy of the frame: on an 8192²
-            # image every whole-frame copy is 256 MiB.
+            # The prior of the whole frame, before tiling: its strength is the whole field.
             from emcore.methods.prior import wiener_prior
 
-            m = float(np.mean(frame))
-            scale = m if m > 1e-12 else 1.0
             prior, chosen = wiener_prior(frame)
+            planes.append(prior)
             if i == 0:
-                priors.append(prior)  # the filter view's (first frame only)
-            # The two channels are cut tile by tile from the frame and its prior (no 2-channel
-            # copy of the frame) and divided by the scale on each tile, as network_input would.
-            x = (frame, prior)
-            del prior
-            if i == 0:
+                prior0 = prior
                 ctx.log.append(f"Prior channel: the self-calibrated Wiener filter of the whole frame (window "
                                f"{chosen.get('window')} px), which the network corrects.")
                 ctx.resolved.update(prior_window=chosen.get("window"))
-        else:
-            x, scale = normalise(frame)
-        scales.append(scale)
-        fn = (lambda t, _m=model, _s=np.float32(scale): _m(t / _s)) if with_prior else model
+            del prior
+        if i == 0:
+            scale0 = scale
         with heap_allocation():  # large activations reused, not faulted in again (2x on a CPU)
-            y = tiled_apply(fn, x, tile=tile, step=step, batch=_tile_batch(tile, device.type), device=device,
-                            multiple=mult, progress=_frame_progress(ctx.progress, i, len(frames)),
-                            should_stop=ctx.should_stop, channels=with_prior)
-        del x
+            y = tiled_apply(lambda t, _s=np.float32(scale): model(t / _s), planes, tile=tile, step=step,
+                            batch=_tile_batch(tile, device.type), device=device, multiple=mult,
+                            progress=_frame_progress(ctx.progress, i, len(frames)),
+                            should_stop=ctx.should_stop, channels=True)
+        del planes
         y *= np.float32(scale)
         if out is None:
             out = y[None]
@@ -222,7 +219,6 @@ def _run_supervised(ds: Dataset, params: dict, ctx: RunContext, name: str) -> np
             out[i] = y
         del y
     ctx.log.append(f"Inference in {tile}-px tiles every {step} px, each frame divided by its mean first.")
-    scale0 = scales[0]
 
     def apply(t, _m=net, _s=scale0):
         # The same normalisation as the whole frame (fixed), so a crop gives the same output
@@ -233,7 +229,7 @@ def _run_supervised(ds: Dataset, params: dict, ctx: RunContext, name: str) -> np
     if with_prior:
         import torch
 
-        prior0 = torch.from_numpy(priors[0] / np.float32(scale0))
+        prior0 = torch.from_numpy(prior0 / np.float32(scale0))
 
         def apply_at(t, r0, c0, _m=net, _s=scale0, _p=prior0):
             # The network on a window with the same window of the whole-frame prior, held fixed.
@@ -469,7 +465,7 @@ register(Method(
             "defects), which the UNet fixes locally. Trained on whole fields of multislice HRTEM images of a Pt "
             "nanoparticle on CeO₂ computed with abTEM (many defoci, thicknesses and small tilts, as Mohan et al. "
             "built theirs) with fresh Poisson and Poisson–Gaussian noise at 0.1–20 e⁻/px; large images run in "
-            "overlapping 400-px tiles.",
+            "overlapping 1024-px tiles (768 px above 16 million pixels).",
     estimate_seconds=_estimate("unet"),
     filter_view=FilterViewSpec(),
     lesson=UNET_LESSON,

@@ -23,10 +23,15 @@ from emcore.sim.hrem import hrem_phantom
 NOISE_MODELS = ("poisson", "poisson_gaussian", "mixed")
 
 
+def frame_scale(image: np.ndarray) -> float:
+    """The scale :func:`normalise` divides by: the mean, or 1 when the mean is not positive."""
+    m = float(np.mean(image))
+    return m if m > 1e-12 else 1.0
+
+
 def normalise(image: np.ndarray) -> tuple[np.ndarray, float]:
     """``image / mean(image)`` and the scale used (1 when the mean is not positive)."""
-    m = float(np.mean(image))
-    scale = m if m > 1e-12 else 1.0
+    scale = frame_scale(image)
     return (np.asarray(image, np.float32) / scale).astype(np.float32), scale
 
 
