@@ -13,7 +13,7 @@ single-cell RNA sequencing data" ("count splitting"), Biostatistics 25 (2024).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 from scipy.special import gammaln
@@ -223,12 +223,32 @@ def count_split_error(
     arXiv:2301.07276 (2023).
     Neufeld, Gao, Popp, Battle & Witten, Biostatistics 25 (2024) ("count splitting").
     """
+    return count_split_errors(lambda a: [denoise_fn(a)], counts, rng, p)[0]
+
+
+def count_split_errors(
+    denoise_many: Callable[[np.ndarray], Sequence[np.ndarray]],
+    counts: np.ndarray,
+    rng: np.random.Generator,
+    p: float = 0.5,
+) -> list[CountSplitResult]:
+    """:func:`count_split_error` of several denoisers on one split.
+
+    ``denoise_many(half_a)`` returns one estimate per denoiser (for example every setting of a
+    filter tried by a self-calibration, sharing the work they have in common); each is scored
+    against the same half B, exactly as :func:`count_split_error` scores a single denoiser.
+    """
     p = _check_p(p)
     half_a, half_b = count_split(counts, rng, p)
-    est = _call_denoiser(denoise_fn, half_a, "half of the counts")
+    b = half_b.astype(np.float64)
+    return [_score_half(_call_denoiser(lambda _a, e=e: e, half_a, "half of the counts"), b, p)
+            for e in denoise_many(half_a)]
+
+
+def _score_half(est: np.ndarray, b: np.ndarray, p: float) -> CountSplitResult:
+    """Score one estimate from half A against half B (float64): see :func:`count_split_error`."""
     scale = (1.0 - p) / p
     s = est * scale
-    b = half_b.astype(np.float64)
     raw = float(np.mean((s - b) ** 2))
     noise_var = float(np.mean(b))
     mu = np.maximum(s, _NLL_FLOOR)

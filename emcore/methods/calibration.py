@@ -36,7 +36,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from emcore.errors import EmcoreError
-from emcore.evaluate.count_split import count_split_error
+from emcore.evaluate.count_split import count_split_error, count_split_errors
 
 # Neighbour weights that replace a hidden pixel: the 8-neighbourhood, diagonals at half
 # weight, the pixel itself excluded (as in Batson & Royer's released code).
@@ -114,14 +114,27 @@ def hidden_errors(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, gri
     image : (H, W) ndarray
         The noisy image (at least ``2 * grid`` pixels on each side).
     """
+    errors, hidden = hidden_errors_many(lambda x: [fn(x)], image, grid, phases)
+    return errors[0], hidden
+
+
+def hidden_errors_many(fn_many: Callable[[np.ndarray], Sequence[np.ndarray]], image: np.ndarray,
+                       grid: int = GRID, phases: Sequence[tuple[int, int]] = PHASES) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`hidden_errors` of several denoisers at once: ``fn_many(x)`` returns one output per
+    denoiser. Each masked input is made once and handed to all of them (a filter that shares
+    work between its settings does it once per pass). Returns errors ``(N, H, W)`` and the mask.
+    """
     img = np.asarray(image, np.float32)
     if img.ndim != 2 or min(img.shape) < 2 * grid:
         raise EmcoreError(f"The J-invariant loss needs an image of at least {2 * grid} × {2 * grid} pixels.")
-    errors, hidden = np.zeros(img.shape), np.zeros(img.shape, bool)
+    errors, hidden = None, np.zeros(img.shape, bool)
     for phase in phases:
         x, mask = masked_input(img, phase, grid)
-        out = np.asarray(fn(x), np.float64)
-        errors[mask] = (out[mask] - img[mask]) ** 2
+        outs = list(fn_many(x))
+        if errors is None:
+            errors = np.zeros((len(outs),) + img.shape)
+        for err, out in zip(errors, outs):
+            err[mask] = (np.asarray(out, np.float64)[mask] - img[mask]) ** 2
         hidden |= mask
     return errors, hidden
 
@@ -147,6 +160,7 @@ def calibrate(
     counts: np.ndarray | None = None,
     seed: int = 0,
     max_seconds: float | None = None,
+    make_many: Callable[[list[dict]], Callable[[np.ndarray], Sequence[np.ndarray]]] | None = None,
 ) -> CalibrationResult:
     """Pick the candidate parameters whose denoiser scores best on the data itself.
 
@@ -162,7 +176,12 @@ def calibrate(
         Raw counts behind ``image`` (same shape): count splitting is used instead of the
         J-invariant loss, and ``make_fn``'s denoiser must accept counts-scaled images.
     max_seconds : float, optional
-        Stop trying candidates after this long (the best so far wins).
+        Stop trying candidates after this long (the best so far wins). Not used with ``make_many``.
+    make_many : callable, optional
+        ``make_many(candidates)`` returns ``g(image) -> [output of each candidate]``, the same
+        outputs as ``make_fn``'s denoisers, computed together (a Fourier filter transforms the
+        image once for all its settings). Every candidate is then scored on the same inputs
+        as with ``make_fn``, in one pass.
     """
     if not candidates:
         raise EmcoreError("There is nothing to calibrate: no candidate parameters were given.")
@@ -174,18 +193,25 @@ def calibrate(
         why = ("Count splitting: the data are raw counts, so two independent halves give an unbiased "
                "estimate of each setting's true error.")
 
-        def loss(fn):
-            return count_split_loss(fn, crop_counts, seed)
+        def losses(fn_many):
+            rng = np.random.default_rng(seed)
+            return [float(r.estimated_mse) for r in count_split_errors(fn_many, crop_counts, rng)]
     else:
         criterion = "J-invariant"
         why = ("J-invariant loss (Noise2Self): the data are not raw counts, so each setting is scored on "
                "pixels it did not see; this needs noise independent from pixel to pixel.")
 
-        def loss(fn):
-            return j_invariant_loss(fn, crop)
+        def losses(fn_many):
+            errors, hidden = hidden_errors_many(fn_many, crop)
+            return [float(e[hidden].mean()) for e in errors]
     curve: list[tuple[dict, float]] = []
-    for params in candidates:
-        value = loss(make_fn(dict(params)))
+    if make_many is not None:
+        params = [dict(p) for p in candidates]
+        scored = zip(params, losses(make_many([dict(p) for p in params])))
+        curve = [(p, v) for p, v in scored if math.isfinite(v)]
+    for params in candidates if make_many is None else ():
+        fn = make_fn(dict(params))
+        value = losses(lambda x, fn=fn: [fn(x)])[0]
         if not math.isfinite(value):
             continue
         curve.append((dict(params), value))
@@ -212,6 +238,7 @@ def calibrate_dataset(
     *,
     seed: int = 0,
     max_seconds: float | None = None,
+    make_many: Callable[[list[dict]], Callable[[np.ndarray], Sequence[np.ndarray]]] | None = None,
 ) -> CalibrationResult:
     """:func:`calibrate` on what a dataset offers: an image, or the middle frame of a stack.
 
@@ -228,21 +255,25 @@ def calibrate_dataset(
     counts = counts_of(ds)
     pick = (lambda a: a) if ds.kind == "image" else (lambda a: a[a.shape[0] // 2])
     return calibrate(make_fn, pick(ds.data), candidates, counts=None if counts is None else pick(counts),
-                     seed=seed, max_seconds=max_seconds)
+                     seed=seed, max_seconds=max_seconds, make_many=make_many)
 
 
 def run_calibrated(ds, ctx, apply: Callable[[np.ndarray, dict], tuple[np.ndarray, Any]], candidates: Sequence[dict],
-                   what: str) -> tuple[np.ndarray, dict, list]:
+                   what: str, apply_many: Callable[[np.ndarray, list[dict]], Sequence[np.ndarray]] | None = None,
+                   ) -> tuple[np.ndarray, dict, list]:
     """Calibrate, then filter every frame with the chosen setting; for a method's ``run``.
 
     ``apply(frame, params)`` returns the filtered frame and what the setting resolved to on
     that frame (e.g. the noise floor used). The choice and the whole curve are recorded in
-    ``ctx`` (log line, ``ctx.artifacts["calibration"]``). Returns the result (the dataset's
-    shape), the chosen parameters and the per-frame resolved values.
+    ``ctx`` (log line, ``ctx.artifacts["calibration"]``). ``apply_many(frame, candidates)``,
+    when given, returns the filtered frame of every candidate at once (see :func:`calibrate`'s
+    ``make_many``). Returns the result (the dataset's shape), the chosen parameters and the
+    per-frame resolved values.
     """
     from emcore.progress import report
 
-    cal = calibrate_dataset(ds, lambda p: (lambda x: apply(x, p)[0]), candidates, seed=ctx.seed)
+    many = None if apply_many is None else (lambda cands: (lambda x: apply_many(x, cands)))
+    cal = calibrate_dataset(ds, lambda p: (lambda x: apply(x, p)[0]), candidates, seed=ctx.seed, make_many=many)
     best = cal.best
     shown = ", ".join(f"{k} {v:g}" for k, v in best.items() if isinstance(v, (int, float)))
     ctx.log.append(f"Self-calibrated by {cal.criterion} ({len(cal.curve)} settings, {cal.seconds:.1f} s): {shown}.")
