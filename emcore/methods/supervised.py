@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ def shipped_path(name: str, variant: str = "standard") -> Path:
 
 _CACHE: dict[tuple, Any] = {}
 _CACHE_LOCK = threading.Lock()
+# The inference copy of each loaded network (batch norms folded; see _inference_network).
+_INFERENCE: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
 
 
 def _model_class(name: str):
@@ -156,15 +159,14 @@ def _run_supervised(ds: Dataset, params: dict, ctx: RunContext, name: str) -> np
         return _train_then_run(ds, params, ctx, name)
     import torch
 
-    from emcore.methods.fast_inference import heap_allocation, inference_copy
+    from emcore.methods.fast_inference import heap_allocation
     from emcore.methods.tiling import tiled_apply
     from emcore.train.simulated import frame_scale
 
     weights = params.get("weights") or shipped_path(name, params.get("shipped", "standard"))
     net = load_network(name, weights)
     device = torch.device(ctx.device)
-    # Batch norms folded into the convolutions: same outputs (to float rounding), 14 % less time.
-    model = inference_copy(net) if device.type == "cpu" else _device_copy(inference_copy(net), device)
+    model = _inference_network(net, device)
     card = weights_card(name, weights)
     ctx.log.append(
         f"{MODEL_CLASS[name]} weights: {Path(weights).name if params.get('weights') else 'shipped ' + Path(weights).name}"
@@ -245,6 +247,29 @@ def _run_supervised(ds: Dataset, params: dict, ctx: RunContext, name: str) -> np
                          network=MODEL_CLASS[name])
     ctx.artifacts.update(extra)
     return out if ds.kind == "stack" else out[0]
+
+
+def _inference_network(net, device):
+    """``net`` prepared for inference on ``device``, made once and reused while its weights stay.
+
+    Batch norms folded into the convolutions and, for a UNet, no copies around them
+    (:func:`emcore.methods.fast_inference.inference_copy`): the same outputs to float rounding,
+    about a quarter less time on a CPU. The copy (0.07 s for the UNet) is kept per network
+    object and remade when any of its tensors has been changed in place (their version counters).
+    """
+    from itertools import chain
+
+    from emcore.methods.fast_inference import inference_copy
+
+    versions = tuple(t._version for t in chain(net.parameters(), net.buffers()))
+    with _CACHE_LOCK:
+        hit = _INFERENCE.get(net)
+    if hit is not None and hit[0] == versions and hit[1] == device:
+        return hit[2]
+    model = inference_copy(net) if device.type == "cpu" else _device_copy(inference_copy(net), device)
+    with _CACHE_LOCK:
+        _INFERENCE[net] = (versions, device, model)
+    return model
 
 
 def _device_copy(net, device):

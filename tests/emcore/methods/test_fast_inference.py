@@ -60,6 +60,50 @@ def test_folded_copy_gives_the_same_output_and_leaves_the_model_alone(make):
             == sum(isinstance(m, BiasFreeBatchNorm2d) for m in model.modules()))
 
 
+@pytest.mark.parametrize("make", [
+    lambda: UNet(in_channels=2, prior=True, scales=4, base=16),
+    lambda: UNet(scales=3, base=16),
+    lambda: UNet(scales=2, base=16, bias=False),
+    lambda: UNet(in_channels=3, out_channels=3, scales=5, base=16, residual=True),
+])
+@pytest.mark.parametrize("shape", [(1, 64, 64), (2, 37, 50)])
+def test_padded_buffer_unet_equals_the_unet_bit_for_bit(make, shape):
+    """The forward pass that writes into padded, concatenated buffers computes exactly what the
+    UNet's own forward does (same folded weights), for sizes that need padding to the pooling
+    step and for batches; with autograd on, the UNet's own forward runs."""
+    from emcore.methods.fast_unet import PaddedBufferUNet
+
+    torch.manual_seed(0)
+    fast = inference_copy(_randomise_norms(make(), 3))
+    assert isinstance(fast, PaddedBufferUNet) and fast.receptive_field() == fast.unet.receptive_field()
+    g = torch.Generator().manual_seed(4)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.rand(shape[0], fast.in_channels, *shape[1:], generator=g).contiguous(memory_format=layout)
+        with torch.inference_mode():
+            ref, out = fast.unet(x), fast(x)
+        assert out.shape == ref.shape == (shape[0], fast.out_channels, *shape[1:])
+        assert float(ref.abs().max()) > 0.05 and torch.equal(out, ref)
+    x.requires_grad_(True)
+    fast(x).sum().backward()  # autograd: the plain forward, which has a gradient
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def test_inference_network_is_made_once_and_remade_when_the_weights_change():
+    from emcore.methods.supervised import _inference_network
+
+    net = _randomise_norms(UNet(scales=2, base=16), 5)
+    cpu = torch.device("cpu")
+    first = _inference_network(net, cpu)
+    assert _inference_network(net, cpu) is first
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        before = first(x)
+        net.head.bias.add_(1.0)  # changed in place: the folded copy is stale
+        again = _inference_network(net, cpu)
+        assert again is not first
+        torch.testing.assert_close(again(x), before + 1.0, rtol=1e-5, atol=1e-5)
+
+
 def test_folded_unet_keeps_the_channels_last_weights():
     fast = inference_copy(UNet(scales=2, base=16).eval())
     convs = [m.weight for m in fast.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
@@ -71,7 +115,7 @@ def test_heap_allocation_stops_refaulting_large_blocks():
     # In a fresh process: earlier tests leave free heap blocks that any allocation may reuse.
     script = """
 import resource, torch
-from emcore.methods.fast_inference import heap_allocation
+from emcore.methods.fast_inference import heap_allocation, release_heap
 
 def faults(n):  # minor page faults of each of n allocations of 40 MiB (above glibc's 32 MiB mmap cap)
     out = []
@@ -82,19 +126,33 @@ def faults(n):  # minor page faults of each of n allocations of 40 MiB (above gl
         out.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     return out
 
+def rss_mib():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
 outside = faults(3)
 with heap_allocation() as on, heap_allocation() as nested:
     faults(2)  # the heap grows once
     inside = faults(4)
-print(on, nested, min(outside), max(inside))
+    big = torch.ones(400 << 20, dtype=torch.uint8)
+    in_block = rss_mib()
+    del big
+kept = rss_mib()  # the free heap is kept for the next block
+with heap_allocation():
+    warm = faults(2)  # a block started within KEEP_SECONDS finds the pages mapped
+release_heap()
+released = rss_mib()
+print(on, nested, min(outside), max(inside), max(warm), int(in_block - kept), int(kept - released))
 """
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parents[3])
-    on, nested, outside, inside = res.stdout.split()
+    on, nested, outside, inside, warm, dropped_on_exit, trimmed = res.stdout.split()
     pages = (40 << 20) // 4096
     assert on == nested == "True"
     assert int(outside) > pages // 2  # each block is mapped and faulted in again
     assert int(inside) < pages // 10  # inside, the block is reused
+    assert int(warm) < pages // 10  # the kept heap serves the next block
+    assert int(dropped_on_exit) < 40  # the 400 MiB stay resident while kept ...
+    assert int(trimmed) > 300  # ... and go back to the system when released
 
 
 def test_fitted_tiles_cover_the_axis_with_the_same_count_and_overlap():
