@@ -48,7 +48,7 @@ _release_timer: threading.Timer | None = None
 # Seconds the grown heap is kept after the last block ends before it is trimmed back. Page
 # faulting ~1 GB of fresh activations costs a 1024² UNet pass about 0.6 s of its 3 s; frames
 # of a stack, files of a batch and a user's next run within this time find the pages mapped.
-KEEP_SECONDS = 20.0
+KEEP_SECONDS = 60.0
 
 
 def _glibc():

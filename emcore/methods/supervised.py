@@ -350,11 +350,12 @@ def _trained_line(trained: TrainedNetwork) -> str:
 
 
 # CPU seconds per pixel (2 cores) of inference and of a training step per patch pixel; DnCNN's
-# 17 full-resolution layers cost about four times the UNet's pyramid (measured on 512×512).
-_INFER_SECONDS = {"dncnn": 8e-6, "unet": 2e-6}
+# 17 full-resolution layers cost about four times the UNet's pyramid (measured on 512×512; the
+# UNet's on 1024², benchmarks/bench_inference.py: 2.5-2.9 s with its prior on an AVX2 EPYC).
+_INFER_SECONDS = {"dncnn": 8e-6, "unet": 2.6e-6}
 _STEP_SECONDS = {"dncnn": 2e-5, "unet": 5e-6}
-# The self-calibrated Wiener prior of a whole frame: about 0.6 s for 512×512 on 2 cores.
-_PRIOR_SECONDS = 2.5e-6
+# The self-calibrated Wiener prior of a whole frame: about 0.2 s for 1024×1024 on 2 cores.
+_PRIOR_SECONDS = 2e-7
 
 
 def _estimate(name: str):
