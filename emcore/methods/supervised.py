@@ -548,10 +548,14 @@ def train_network(
         :class:`emcore.train.TrainResult` (``status`` "done", "stopped" or "diverged").
     """
     shipped = load_network(plan.model, start_from) if plan.start_from_shipped else None
-    if shipped is not None and getattr(shipped, "prior", False) and not plan.prior:
+    if shipped is not None:
         from dataclasses import replace
 
-        plan = replace(plan, prior="wiener")  # fine-tuning keeps the shipped network's prior channel
+        if getattr(shipped, "prior", False) and not plan.prior:
+            plan = replace(plan, prior="wiener")  # fine-tuning keeps the shipped network's prior channel
+        # ... and its size: the UNet's scales and base channels, the DnCNN's depth and width.
+        size = ("scales", "base") if plan.model == "unet" else ("depth", "width")
+        plan = replace(plan, **{k: getattr(shipped, k) for k in size})
     return fit_network(plan, dataset, shipped=shipped, started_from=lambda c: started_from_card(plan.model, c, start_from),
                        clean=clean, out=out, progress=progress, should_stop=should_stop,
                        checkpoint_dir=checkpoint_dir, resume=resume, command=command)

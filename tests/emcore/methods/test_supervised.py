@@ -137,9 +137,12 @@ def test_fine_tuning_starts_from_the_shipped_weights_and_records_them(tmp_path):
     from emcore.methods.supervised import SHIPPED, load_network, weights_card
 
     shipped = load_network("unet")
-    plan = TrainingPlan(**{**TINY, "start_from_shipped": True, "scales": shipped.scales, "base": shipped.base,
-                           "bias_free": not shipped.bias})
+    # The plan's size (TINY: 2 scales, base 16) is not the shipped one: fine-tuning adopts the
+    # shipped network's scales and base channels, as it adopts its prior channel.
+    assert (TINY["scales"], TINY["base"]) != (shipped.scales, shipped.base)
+    plan = TrainingPlan(**{**TINY, "start_from_shipped": True, "bias_free": not shipped.bias})
     tr = train_network(plan, out=tmp_path / "ft.pt", should_stop=lambda: True)  # stops before the first step
+    assert tr.card["config"] == shipped.config()
     assert tr.card["started_from"] == {"weights": SHIPPED["unet"].name, "card": weights_card("unet")}
     tuned = load_network("unet", tr.path)
     for a, b in zip(tuned.state_dict().values(), shipped.state_dict().values()):
