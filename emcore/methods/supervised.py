@@ -40,8 +40,9 @@ from emcore.progress import ProgressFn, StopFn
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 # Both read the self-calibrated Wiener prior of the whole frame (emcore.methods.prior) and were
 # trained on whole fields of the abTEM multislice set (benchmarks/train_shipped_weights.sh; the
-# cards nest the one-channel networks they started from).
-SHIPPED = {"dncnn": WEIGHTS_DIR / "dncnn_prior.pt", "unet": WEIGHTS_DIR / "unet32_prior.pt"}
+# DnCNN's card nests the one-channel network it started from; the UNet, 24 base channels for
+# speed, was trained from scratch with its correction head at zero).
+SHIPPED = {"dncnn": WEIGHTS_DIR / "dncnn_prior.pt", "unet": WEIGHTS_DIR / "unet24_prior.pt"}
 # Bias-free weights (benchmarks/train_bias_free_unet.py): the output is exactly the filter the
 # Jacobian view shows, f(x) = J(x) x; chosen with the parameter shipped="bias-free".
 SHIPPED_BIAS_FREE = {"unet": WEIGHTS_DIR / "unet32_bf.pt"}
@@ -351,8 +352,8 @@ def _trained_line(trained: TrainedNetwork) -> str:
 
 # CPU seconds per pixel (2 cores) of inference and of a training step per patch pixel; DnCNN's
 # 17 full-resolution layers cost about four times the UNet's pyramid (measured on 512×512; the
-# UNet's on 1024², benchmarks/bench_inference.py: 2.5-2.9 s with its prior on an AVX2 EPYC).
-_INFER_SECONDS = {"dncnn": 8e-6, "unet": 2.6e-6}
+# UNet's on 1024², benchmarks/bench_inference.py: 2.0-2.4 s with its prior on an AVX2 EPYC).
+_INFER_SECONDS = {"dncnn": 8e-6, "unet": 2e-6}
 _STEP_SECONDS = {"dncnn": 2e-5, "unet": 5e-6}
 # The self-calibrated Wiener prior of a whole frame: about 0.2 s for 1024×1024 on 2 cores.
 _PRIOR_SECONDS = 2e-7
@@ -474,7 +475,7 @@ register(Method(
 register(Method(
     name="unet",
     label="UNet",
-    description="A 4-scale UNet (32 base channels) trained on multislice-simulated noisy/clean HRTEM pairs; "
+    description="A 4-scale UNet (24 base channels) trained on multislice-simulated noisy/clean HRTEM pairs; "
                 "sees 116 px around each pixel and corrects the self-calibrated Wiener filter of the whole image, "
                 "which sees every lattice period of the field.",
     kind="supervised",
