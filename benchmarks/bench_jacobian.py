@@ -2,8 +2,8 @@
 
 1. **Speed** (target: under 2 s per pixel on a 512×512 image, CPU). Seconds per
    :func:`emcore.evaluate.filter_view.pixel_filter` call — one forward and one backward pass on a window
-   around the pixel — for a UNet-32 with 4 scales from ``models/`` (the shipped weights
-   (``emcore.methods.supervised.SHIPPED``) when present, else a random initialisation: the time is
+   around the pixel — for a UNet-32 with 4 scales from ``models/`` (the bias-free shipped weights
+   (``emcore.methods.supervised.SHIPPED_BIAS_FREE``) when present, else a random initialisation: the time is
    the same), and for every registered learned method (run with its ``quick`` settings: the
    time depends on the network, not on how well it is trained; spectrum-image methods on the
    128×128×1024 EDS example at the Fe Kα channel).
@@ -41,9 +41,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from emcore import EmcoreError, sim  # noqa: E402
 from emcore.evaluate.filter_view import pixel_filter, supported_methods  # noqa: E402
-from emcore.methods.supervised import SHIPPED, shipped_path  # noqa: E402
+from emcore.methods.supervised import SHIPPED_BIAS_FREE, shipped_path  # noqa: E402
 
-WEIGHTS = SHIPPED["unet"]
+# The one-channel UNet-32 (the bias-free shipped weights): the timed wrapper feeds one channel,
+# and the standard shipped UNet reads two (image and prior).
+WEIGHTS = SHIPPED_BIAS_FREE["unet"]
 HREM = Path(__file__).resolve().parents[2] / "shared" / "data" / "hrem"
 TARGET_S = 2.0
 RING_PX = 6  # weights closer than this to the pixel belong to its own column, not to neighbours
