@@ -72,10 +72,14 @@ class _UpConv(nn.Module):
         self.norm = nn.BatchNorm2d(c_out) if bias else BiasFreeBatchNorm2d(c_out)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.before_relu(h), inplace=True)
+
+    def before_relu(self, h: torch.Tensor) -> torch.Tensor:
+        """Everything but the final ReLU (an inference pass may write the ReLU elsewhere)."""
         h = F.interpolate(
             self.conv(h), scale_factor=UNET_POOL, mode="bilinear", align_corners=False
         )
-        return F.relu(self.norm(h), inplace=True)
+        return self.norm(h)
 
 
 class UNet(ConfigMixin, nn.Module):
@@ -196,11 +200,7 @@ class UNet(ConfigMixin, nn.Module):
             zero_head(self.head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h_in, w_in = x.shape[-2:]
-        step = UNET_POOL ** (self.scales - 1)
-        pad_h, pad_w = -h_in % step, -w_in % step
-        xp = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
-
+        xp = self.pad_input(x)
         skips = []
         h = xp
         for s, block in enumerate(self.down):
@@ -211,12 +211,24 @@ class UNet(ConfigMixin, nn.Module):
         skips.pop()  # the coarsest scale feeds the decoder directly
         for up, merge in zip(self.up, self.merge):
             h = merge(torch.cat([skips.pop(), up(h)], dim=1))
+        return self.output(xp, h, x.shape[-2:])
+
+    def pad_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` replication-padded at the bottom/right to a multiple of ``2**(scales - 1)``."""
+        h_in, w_in = x.shape[-2:]
+        step = UNET_POOL ** (self.scales - 1)
+        pad_h, pad_w = -h_in % step, -w_in % step
+        return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+
+    def output(self, xp: torch.Tensor, h: torch.Tensor, size) -> torch.Tensor:
+        """The head on the last decoder features ``h``, the residual or prior added from the
+        padded input ``xp``, cropped back to the input's ``size`` (H, W)."""
         out = self.head(h)
         if self.residual:
             out = xp - out
         elif self.prior:
             out = xp[:, -1:] + out
-        return out[..., :h_in, :w_in].contiguous()
+        return out[..., : size[0], : size[1]].contiguous()
 
     def receptive_field(self) -> int:
         """Side length in pixels of the input square that can affect one output pixel.

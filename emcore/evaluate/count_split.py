@@ -151,7 +151,12 @@ class CountSplitResult:
 
 
 def _call_denoiser(denoise_fn, data: np.ndarray, what: str) -> np.ndarray:
-    out = np.asarray(denoise_fn(data), dtype=np.float64)
+    return _checked_output(denoise_fn(data), data, what)
+
+
+def _checked_output(result, data: np.ndarray, what: str) -> np.ndarray:
+    """A method's output for ``data`` as float64, refused when its shape differs or it is not finite."""
+    out = np.asarray(result, dtype=np.float64)
     if out.shape != data.shape:
         raise EmcoreError(
             f"The method returned an array of shape {out.shape} for {what} of shape {data.shape}; "
@@ -241,8 +246,7 @@ def count_split_errors(
     p = _check_p(p)
     half_a, half_b = count_split(counts, rng, p)
     b = half_b.astype(np.float64)
-    return [_score_half(_call_denoiser(lambda _a, e=e: e, half_a, "half of the counts"), b, p)
-            for e in denoise_many(half_a)]
+    return [_score_half(_checked_output(e, half_a, "half of the counts"), b, p) for e in denoise_many(half_a)]
 
 
 def _score_half(est: np.ndarray, b: np.ndarray, p: float) -> CountSplitResult:

@@ -205,18 +205,19 @@ def calibrate(
             errors, hidden = hidden_errors_many(fn_many, crop)
             return [float(e[hidden].mean()) for e in errors]
     curve: list[tuple[dict, float]] = []
-    if make_many is not None:
+    if make_many is not None:  # every candidate in one pass
         params = [dict(p) for p in candidates]
-        scored = zip(params, losses(make_many([dict(p) for p in params])))
-        curve = [(p, v) for p, v in scored if math.isfinite(v)]
-    for params in candidates if make_many is None else ():
-        fn = make_fn(dict(params))
-        value = losses(lambda x, fn=fn: [fn(x)])[0]
-        if not math.isfinite(value):
-            continue
-        curve.append((dict(params), value))
-        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
-            break
+        values = losses(make_many([dict(p) for p in params]))
+        curve = [(p, v) for p, v in zip(params, values) if math.isfinite(v)]
+    else:
+        for params in candidates:
+            fn = make_fn(dict(params))
+            value = losses(lambda x, fn=fn: [fn(x)])[0]
+            if not math.isfinite(value):
+                continue
+            curve.append((dict(params), value))
+            if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+                break
     if not curve:
         raise EmcoreError("No candidate setting gave a finite score on these data; set the parameters by hand.")
     best = min(curve, key=lambda pv: pv[1])[0]

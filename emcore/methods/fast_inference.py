@@ -39,7 +39,8 @@ __all__ = ["KEEP_SECONDS", "heap_allocation", "inference_copy", "release_heap"]
 # 64 MiB are the largest mmap and trim thresholds glibc's own dynamic tuning reaches in a
 # long-running process, and 65536 its default count of mmapped blocks.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
-_AFTER = ((_M_MMAP_MAX, 65536), (_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 64 << 20))
+_MAP_AS_USUAL = ((_M_MMAP_MAX, 65536), (_M_MMAP_THRESHOLD, 32 << 20))
+_AFTER = _MAP_AS_USUAL + ((_M_TRIM_THRESHOLD, 64 << 20),)
 
 _lock = threading.Lock()
 _depth = 0
@@ -98,8 +99,8 @@ def heap_allocation() -> Iterator[bool]:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                lib.mallopt(_M_MMAP_MAX, _AFTER[0][1])
-                lib.mallopt(_M_MMAP_THRESHOLD, _AFTER[1][1])
+                for param, value in _MAP_AS_USUAL:  # the trim threshold stays up while the heap is kept
+                    lib.mallopt(param, value)
                 if KEEP_SECONDS > 0:
                     _release_timer = threading.Timer(KEEP_SECONDS, release_heap)
                     _release_timer.daemon = True

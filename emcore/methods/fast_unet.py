@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.unet import UNET_POOL, UNet, _ConvNormReLU
+
 __all__ = ["PaddedBufferUNet"]
 
 
@@ -78,8 +80,6 @@ class PaddedBufferUNet(nn.Module):
     @staticmethod
     def fits(m: nn.Module) -> bool:
         """Whether ``m`` is a UNet built of the blocks this forward pass knows."""
-        from models.unet import UNet, _ConvNormReLU
-
         if type(m) is not UNet:
             return False
         blocks = [b for seq in list(m.down) + list(m.merge) for b in seq]
@@ -99,11 +99,7 @@ class PaddedBufferUNet(nn.Module):
         u = self.unet
         if x.device.type != "cpu" or torch.is_grad_enabled() or u.training:
             return u(x)
-        h_in, w_in = x.shape[-2:]
-        step = 2 ** (u.scales - 1)
-        pad_h, pad_w = -h_in % step, -w_in % step
-        xp = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
-
+        xp = u.pad_input(x)
         buf = _padded(xp, xp.shape[1], *xp.shape[-2:])
         _interior(buf).copy_(xp)
         _replicate_margin(buf)
@@ -111,7 +107,7 @@ class PaddedBufferUNet(nn.Module):
         for s, (first, second) in enumerate(u.down):
             if s:  # pool the previous scale's features (the first half of its skip buffer)
                 prev = skips[-1]
-                pooled = F.max_pool2d(_interior(prev)[:, : prev.shape[1] // 2], 2)
+                pooled = F.max_pool2d(_interior(prev)[:, : prev.shape[1] // 2], UNET_POOL)
                 buf = _padded(pooled, pooled.shape[1], *pooled.shape[-2:])
                 _interior(buf).copy_(pooled)
                 del pooled
@@ -129,7 +125,7 @@ class PaddedBufferUNet(nn.Module):
         for up, (first, second) in zip(u.up, u.merge):
             buf = skips.pop()
             c = buf.shape[1] // 2
-            g = up.norm(F.interpolate(up.conv(h), scale_factor=2, mode="bilinear", align_corners=False))
+            g = up.before_relu(h)
             del h
             torch.clamp_min(g, 0, out=_interior(buf)[:, c:])
             del g
@@ -138,9 +134,4 @@ class PaddedBufferUNet(nn.Module):
             del buf
             h = _block(second, mid, plain=True)
             del mid
-        out = u.head(h)
-        if u.residual:
-            out = xp - out
-        elif u.prior:
-            out = xp[:, -1:] + out
-        return out[..., :h_in, :w_in].contiguous()
+        return u.output(xp, h, x.shape[-2:])

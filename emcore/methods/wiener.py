@@ -132,6 +132,18 @@ def _check_params(mode: str, noise_power, window, highfreq_fraction) -> None:
 
 
 # -- the Fourier-domain machinery (spatial axes first, a batch axis last) --------------------
+def _image_to_filter(image, not_2d: str) -> np.ndarray:
+    """One 2-D, finite, non-constant image of at least 8×8 pixels as float32; else ``not_2d`` or
+    the sentence of the check that failed."""
+    img = _as_float32(image, "image")
+    if img.ndim != 2:
+        raise EmcoreError(not_2d)
+    _check_spatial(*img.shape, "image")
+    if float(img.max()) == float(img.min()):
+        raise EmcoreError("The image is constant: nothing to denoise.")
+    return img
+
+
 def _pad_width(n: int) -> int:
     # Mirror margin: wide enough that the cosine roll-off to the mean is gentle, small enough
     # to cost little (64 px on a 2048-px image is 6 % more pixels per axis).
@@ -263,19 +275,14 @@ class FrameSpectrum:
     """
 
     def __init__(self, image, highfreq_fraction: float = HIGHFREQ_FRACTION):
-        img = _as_float32(image, "image")
-        if img.ndim != 2:
-            raise EmcoreError(f"A Wiener filter needs one 2-D image, not data of shape {img.shape}.")
-        _check_spatial(*img.shape, "image")
         _check_params("fft", None, 1, highfreq_fraction)
-        if float(img.max()) == float(img.min()):
-            raise EmcoreError("The image is constant: nothing to denoise.")
+        img = _image_to_filter(image, f"A Wiener filter needs one 2-D image, not data of shape {np.shape(image)}.")
         self.x = img[:, :, None]
         self.plan = _Plan(img.shape[0], img.shape[1], float(highfreq_fraction))
         self.f, self.means = _spectrum(self.plan, self.x)
         self.power = self.f.real**2 + self.f.imag**2
-        # The same arithmetic as estimate_noise_variance, so the floors match to the bit.
-        self.noise_variance = float((_noise_floor(self.plan, self.power) / self.plan.taper_energy)[0])
+        # estimate_noise_variance's arithmetic, so the floors match to the bit.
+        self.noise_variance = float(_noise_variance(self.plan, self.power)[0])
         self._smoothed: dict[int, np.ndarray] = {}
 
     def filter(self, window: int, scale: float) -> np.ndarray:
@@ -291,7 +298,11 @@ class FrameSpectrum:
 def _noise_variance_batch(x: np.ndarray, highfreq_fraction: float) -> np.ndarray:
     plan = _Plan(x.shape[0], x.shape[1], highfreq_fraction)
     f, _ = _spectrum(plan, x)
-    power = f.real**2 + f.imag**2
+    return _noise_variance(plan, f.real**2 + f.imag**2)
+
+
+def _noise_variance(plan: _Plan, power: np.ndarray) -> np.ndarray:
+    """Noise variance per pixel of each batch item, from its padded power spectrum."""
     return _noise_floor(plan, power) / plan.taper_energy
 
 
@@ -435,16 +446,9 @@ def denoise_wiener(
     """
     t0 = time.perf_counter()
     _check_params(mode, noise_power, window, highfreq_fraction)
-    img = _as_float32(image, "image")
-    if img.ndim != 2:
-        raise EmcoreError(
-            f"denoise_wiener takes one 2-D image, but the data has shape {img.shape}; use "
-            "denoise_wiener_stack for a (T, H, W) stack or denoise_wiener_cube for an (H, W, E) "
-            "spectrum image."
-        )
-    _check_spatial(*img.shape, "image")
-    if float(img.max()) == float(img.min()):
-        raise EmcoreError("The image is constant: nothing to denoise.")
+    img = _image_to_filter(image, f"denoise_wiener takes one 2-D image, but the data has shape {np.shape(image)}; "
+                                  "use denoise_wiener_stack for a (T, H, W) stack or denoise_wiener_cube for an "
+                                  "(H, W, E) spectrum image.")
     out, _ = _filter_batch(img[:, :, None], mode, noise_power, int(window), float(highfreq_fraction))
     _report(progress, 1, 1, t0, "Wiener filter done")
     return out[:, :, 0]
